@@ -1,0 +1,39 @@
+"""Acquisition strategies, registered by name (see :func:`get_strategy`).
+
+Importing this package registers every built-in strategy.
+"""
+
+from al_core.acquisition import uncertainty  # noqa: F401  (registers random/least_confidence/margin/entropy)
+from al_core.acquisition.base import (
+    EMBEDDINGS,
+    LABELED_EMBEDDINGS,
+    MC_LOG_PROBS,
+    PROBS,
+    Acquisition,
+    AcquisitionInputs,
+    Strategy,
+    all_strategy_names,
+    get_strategy,
+    register,
+    register_wrapper,
+    strategy_names,
+    top_k,
+    validate_strategy_name,
+)
+
+__all__ = [
+    "EMBEDDINGS",
+    "LABELED_EMBEDDINGS",
+    "MC_LOG_PROBS",
+    "PROBS",
+    "Acquisition",
+    "AcquisitionInputs",
+    "Strategy",
+    "all_strategy_names",
+    "get_strategy",
+    "register",
+    "register_wrapper",
+    "strategy_names",
+    "top_k",
+    "validate_strategy_name",
+]

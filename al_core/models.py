@@ -1,0 +1,432 @@
+"""Models: an MLP, a 1-D CNN (sequences, sensor time series) and a small 2-D CNN (images).
+
+Each network is ``trunk`` (deterministic) → ``tail`` (holds every dropout layer, ends in the
+penultimate embedding) → ``head`` (linear, logits). Dropout draws its masks from an explicit
+``torch.Generator`` so MC-dropout passes (Gal & Ghahramani 2016) are reproducible without any
+global RNG, and the trunk can be run once per sample while the tail runs K times.
+
+:class:`NeuralClassifier` wraps a network estimator-style (skorch/sklearn habits): ``__init__``
+stores arguments only, ``fit`` sets attributes ending in ``_``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from al_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Arch = Literal["mlp", "cnn1d", "cnn2d"]
+ARCHS: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"training.device = {device!r} is not a device: use auto, cpu or cuda[:N]") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"training.device = {device!r} but no CUDA device is available: use auto or cpu")
+    return dev
+
+
+class GeneratorDropout(nn.Module):
+    """Inverted dropout whose masks come from ``self.generator`` (never the global RNG).
+
+    Active while the module is in training mode, or inside :func:`mc_dropout` at inference.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"model.dropout = {p} must be in [0, 1)")
+        self.p = p
+        self.generator: torch.Generator | None = None
+        self.force_active = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not (self.training or self.force_active):
+            return x
+        if self.generator is None:
+            raise RuntimeError("GeneratorDropout needs a generator: use NeuralClassifier or set_dropout_generator()")
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) -> None:
+    for m in module.modules():
+        if isinstance(m, GeneratorDropout):
+            m.generator = generator
+
+
+@contextmanager
+def mc_dropout(module: nn.Module, generator: torch.Generator) -> Iterator[None]:
+    """Keep dropout active at inference (MC dropout) with masks drawn from ``generator``."""
+    drops = [m for m in module.modules() if isinstance(m, GeneratorDropout)]
+    old = [(m.force_active, m.generator) for m in drops]
+    for m in drops:
+        m.force_active, m.generator = True, generator
+    try:
+        yield
+    finally:
+        for m, (active, gen) in zip(drops, old, strict=True):
+            m.force_active, m.generator = active, gen
+
+
+class ALNet(nn.Module):
+    """trunk → tail (dropout, embedding) → head."""
+
+    def __init__(self, trunk: nn.Module, tail: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.trunk, self.tail, self.head = trunk, tail, head
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(self.trunk(x)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.trunk(x))
+
+
+def build_network(
+    arch: str, input_shape: tuple[int, ...], n_classes: int, hidden: int = 128, dropout: float = 0.25
+) -> ALNet:
+    """Build an :class:`ALNet` for inputs of ``input_shape`` (without the batch dimension)."""
+    if arch == "mlp":
+        d = int(np.prod(input_shape))
+        trunk = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU())
+        tail = nn.Sequential(GeneratorDropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(), GeneratorDropout(dropout))
+    elif arch == "cnn1d":
+        if len(input_shape) == 1:
+            channels, length = 1, input_shape[0]
+        elif len(input_shape) == 2:
+            channels, length = input_shape
+        else:
+            raise ConfigError(f"model.arch = cnn1d needs inputs of shape [L] or [C, L], got {list(input_shape)}")
+        trunk = nn.Sequential(
+            _Unsqueeze(channels, length),
+            nn.Conv1d(channels, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(32, 32, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Conv1d(32, 32, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        flat = 32 * _conv_len(_conv_len(length, 3, 1, 2), 3, 1, 2)
+        tail = nn.Sequential(GeneratorDropout(dropout), nn.Linear(flat, hidden), nn.ReLU(), GeneratorDropout(dropout))
+    elif arch == "cnn2d":
+        if len(input_shape) == 2:
+            channels, (h, w) = 1, input_shape
+        elif len(input_shape) == 3:
+            channels, h, w = input_shape
+        else:
+            raise ConfigError(f"model.arch = cnn2d needs inputs of shape [H, W] or [C, H, W], got {list(input_shape)}")
+        trunk = nn.Sequential(
+            _Unsqueeze(channels, h, w),
+            nn.Conv2d(channels, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        flat = 64 * (h // 4) * (w // 4)
+        tail = nn.Sequential(GeneratorDropout(dropout), nn.Linear(flat, hidden), nn.ReLU(), GeneratorDropout(dropout))
+    else:
+        raise ConfigError(f"model.arch = {arch!r} is not an architecture: use one of {', '.join(ARCHS)}")
+    return ALNet(trunk, tail, nn.Linear(hidden, n_classes))
+
+
+def _conv_len(n: int, k: int, pad: int, stride: int) -> int:
+    return (n + 2 * pad - k) // stride + 1
+
+
+class _Unsqueeze(nn.Module):
+    """Reshape flat feature rows [N, prod(shape)] into [N, *shape]."""
+
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
+def init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default Linear/Conv initialisation, drawn from ``generator``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                fan_in = m.weight[0].numel()
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+
+@dataclass
+class FitHistory:
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+class NeuralClassifier:
+    """Estimator around an :class:`ALNet`: ``fit``, ``predict_proba``, ``predict_log_proba``, ``embed``.
+
+    Training is Adam with early stopping on a validation split of the labeled set
+    (best weights restored). Fitted attributes: ``module_``, ``history_``, ``device_``.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        input_shape: tuple[int, ...],
+        n_classes: int,
+        hidden: int = 128,
+        dropout: float = 0.25,
+        epochs: int = 100,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 10,
+        val_fraction: float = 0.2,
+        device: str = "auto",
+        seed: int = 0,
+        chunk_size: int = 4096,
+    ):
+        self.arch = arch
+        self.input_shape = tuple(input_shape)
+        self.n_classes = n_classes
+        self.hidden = hidden
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.device = device
+        self.seed = seed
+        self.chunk_size = chunk_size
+
+    # ------------------------------------------------------------------ fit
+    def _init_module(self) -> None:
+        self.device_ = resolve_device(self.device)
+        self.module_ = build_network(self.arch, self.input_shape, self.n_classes, self.hidden, self.dropout)
+        init_weights(self.module_, _generator(self.seed, torch.device("cpu")))
+        self.module_.to(self.device_)
+
+    def fit(
+        self,
+        X: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        sample_weight: np.ndarray | torch.Tensor | None = None,
+    ) -> NeuralClassifier:
+        """Train on X [N, F] and integer labels y [N]; ``sample_weight`` [N] scales each sample's loss."""
+        self._init_module()
+        X_t = _as_tensor(X, torch.float32)
+        y_t = _as_tensor(y, torch.long)
+        w_t = torch.ones(len(y_t)) if sample_weight is None else _as_tensor(sample_weight, torch.float32)
+        if len(X_t) != len(y_t) or len(w_t) != len(y_t):
+            raise ValueError(f"X, y and sample_weight differ in length: {len(X_t)}, {len(y_t)}, {len(w_t)}")
+        if len(y_t) == 0:
+            raise ValueError("cannot fit on an empty labeled set")
+        if int(y_t.min()) < 0 or int(y_t.max()) >= self.n_classes:
+            raise ValueError(f"labels must be in [0, {self.n_classes}), got [{int(y_t.min())}, {int(y_t.max())}]")
+        rng = np.random.default_rng(self.seed)
+        train_idx, val_idx = stratified_split(y_t.numpy(), self.val_fraction, rng)
+        dev = self.device_
+        Xtr, ytr, wtr = X_t[train_idx].to(dev), y_t[train_idx].to(dev), w_t[train_idx].to(dev)
+        Xva, yva = X_t[val_idx].to(dev), y_t[val_idx].to(dev)
+
+        g_shuffle = _generator(self.seed + 1, torch.device("cpu"))
+        set_dropout_generator(self.module_, _generator(self.seed + 2, dev))
+        opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        hist = FitHistory()
+        best_state, best_val, bad = None, math.inf, 0
+        n = len(Xtr)
+        for epoch in range(self.epochs):
+            self.module_.train()
+            perm = torch.randperm(n, generator=g_shuffle).to(dev)
+            total = 0.0
+            for start in range(0, n, self.batch_size):
+                idx = perm[start : start + self.batch_size]
+                logits = self.module_(Xtr[idx])
+                loss = (F.cross_entropy(logits, ytr[idx], reduction="none") * wtr[idx]).sum() / wtr[idx].sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(idx)
+            hist.train_loss.append(total / n)
+            if len(val_idx) == 0:
+                continue
+            val = self._loss(Xva, yva)
+            hist.val_loss.append(val)
+            if val < best_val - 1e-6:
+                best_val, bad, hist.best_epoch = val, 0, epoch
+                best_state = copy.deepcopy(self.module_.state_dict())
+            else:
+                bad += 1
+                if bad >= self.patience:
+                    break
+        if best_state is not None:
+            self.module_.load_state_dict(best_state)
+        self.module_.eval()
+        set_dropout_generator(self.module_, None)
+        self.history_ = hist
+        self.n_epochs_ = len(hist.train_loss)
+        return self
+
+    @torch.no_grad()
+    def _loss(self, X: torch.Tensor, y: torch.Tensor) -> float:
+        self.module_.eval()
+        return float(F.cross_entropy(self.module_(X), y))
+
+    # -------------------------------------------------------------- predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "module_"):
+            raise RuntimeError("this NeuralClassifier is not fitted yet: call fit() first")
+
+    def _chunks(self, X: np.ndarray | torch.Tensor) -> Iterator[torch.Tensor]:
+        X_t = _as_tensor(X, torch.float32)
+        for start in range(0, len(X_t), self.chunk_size):
+            yield X_t[start : start + self.chunk_size].to(self.device_, non_blocking=True)
+
+    @torch.no_grad()
+    def predict_log_proba(
+        self, X: np.ndarray | torch.Tensor, mc_samples: int | None = None, seed: int = 0
+    ) -> torch.Tensor:
+        """Log-probabilities: [N, C] deterministic, or [N, K, C] with ``mc_samples=K`` MC-dropout passes.
+
+        Computed in chunks of ``chunk_size`` rows; the trunk runs once per chunk and only the
+        stochastic tail and head run K times. Returned on the CPU.
+        """
+        self._check_fitted()
+        self.module_.eval()
+        out = []
+        if mc_samples is None:
+            for xb in self._chunks(X):
+                out.append(F.log_softmax(self.module_(xb), dim=-1).float().cpu())
+            return torch.cat(out) if out else torch.empty(0, self.n_classes)
+        gen = _generator(seed, self.device_)
+        with mc_dropout(self.module_, gen):
+            for xb in self._chunks(X):
+                h = self.module_.trunk(xb)
+                lp = torch.stack(
+                    [F.log_softmax(self.module_.head(self.module_.tail(h)), dim=-1) for _ in range(mc_samples)], dim=1
+                )
+                out.append(lp.float().cpu())
+        return torch.cat(out) if out else torch.empty(0, mc_samples, self.n_classes)
+
+    def predict_proba(self, X: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Probabilities [N, C] from a deterministic pass (dropout off)."""
+        return self.predict_log_proba(X).exp()
+
+    def predict(self, X: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return self.predict_log_proba(X).argmax(dim=1)
+
+    @torch.no_grad()
+    def embed(self, X: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer embeddings [N, D] (dropout off), on the CPU."""
+        self._check_fitted()
+        self.module_.eval()
+        out = [self.module_.embed(xb).float().cpu() for xb in self._chunks(X)]
+        return torch.cat(out) if out else torch.empty(0, self.module_.embedding_dim)
+
+    # ------------------------------------------------------------ persist
+    def get_params(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "arch",
+                "input_shape",
+                "n_classes",
+                "hidden",
+                "dropout",
+                "epochs",
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "patience",
+                "val_fraction",
+                "device",
+                "seed",
+                "chunk_size",
+            )
+        }
+
+    def to_bytes(self) -> bytes:
+        self._check_fitted()
+        buf = io.BytesIO()
+        state = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
+        torch.save({"params": self.get_params(), "state_dict": state}, buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: str = "auto") -> NeuralClassifier:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        params = dict(blob["params"])
+        params["input_shape"] = tuple(params["input_shape"])
+        params["device"] = device
+        clf = cls(**params)
+        clf.device_ = resolve_device(device)
+        clf.module_ = build_network(clf.arch, clf.input_shape, clf.n_classes, clf.hidden, clf.dropout)
+        clf.module_.load_state_dict(blob["state_dict"])
+        clf.module_.to(clf.device_).eval()
+        return clf
+
+
+def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (train, val) with ≈ ``fraction`` of each class in val.
+
+    A class with fewer than 2 samples stays wholly in train; with fewer than 5 samples in all
+    there is no validation split (early stopping is then off).
+    """
+    idx = np.arange(len(y))
+    if fraction <= 0 or len(y) < 5:
+        return idx, idx[:0]
+    val: list[np.ndarray] = []
+    for c in np.unique(y):
+        members = idx[y == c]
+        n_val = round(len(members) * fraction)
+        if len(members) >= 2 and n_val >= 1:
+            val.append(rng.permutation(members)[:n_val])
+    val_idx = np.sort(np.concatenate(val)) if val else idx[:0]
+    train_idx = np.setdiff1d(idx, val_idx)
+    return train_idx, val_idx
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
