@@ -3,7 +3,14 @@
 Importing this package registers every built-in strategy.
 """
 
-from al_core.acquisition import uncertainty  # noqa: F401  (registers random/least_confidence/margin/entropy)
+from al_core.acquisition import (  # noqa: F401  (each module registers its strategies)
+    badge,
+    bald,
+    batchbald,
+    ceal,
+    coreset,
+    uncertainty,
+)
 from al_core.acquisition.base import (
     EMBEDDINGS,
     LABELED_EMBEDDINGS,
