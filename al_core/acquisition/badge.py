@@ -123,6 +123,7 @@ def badge(
     k: int,
     generator: torch.Generator,
     chunk_size: int = DEFAULT_CHUNK,
+    origin_as_center: bool = False,
 ) -> Acquisition:
     """BADGE batch (Ash et al. 2020): k-means++ seeding on gradient embeddings, never materialised.
 
@@ -132,6 +133,9 @@ def badge(
         k: batch size; ``min(k, N)`` indices are returned.
         generator: draws the D² samples (the first center is deterministic: the largest ‖g‖).
         chunk_size: pool rows per chunk of the distance update.
+        origin_as_center: also count the zero gradient as a center, i.e. D² starts at ‖g‖²
+            rather than +∞. scikit-activeml 1.0.1 ``Badge`` does this (its running minimum starts
+            from the squared norms); the paper and the authors' code do not (default).
 
     Returns:
         :class:`Acquisition`, indices in pick order, ``scores`` [B] = D² of each pick when it was
@@ -148,7 +152,7 @@ def badge(
     f = _Factorised(probs_N_C, embeddings_N_D, chunk_size)
     first = int(torch.argmax(f.sq_norm_N))
     chosen, scores = [first], [float(f.sq_norm_N[first])]
-    d2_N = torch.full_like(f.sq_norm_N, torch.inf)
+    d2_N = f.sq_norm_N.clone() if origin_as_center else torch.full_like(f.sq_norm_N, torch.inf)
     taken_N = torch.zeros(N, dtype=torch.bool, device=device)
     taken_N[first] = True
     while len(chosen) < k:
