@@ -111,9 +111,26 @@ class ALNet(nn.Module):
 
 
 def build_network(
-    arch: str, input_shape: tuple[int, ...], n_classes: int, hidden: int = 128, dropout: float = 0.25
+    arch: str,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    hidden: int = 128,
+    dropout: float = 0.25,
+    generator: torch.Generator | None = None,
 ) -> ALNet:
-    """Build an :class:`ALNet` for inputs of ``input_shape`` (without the batch dimension)."""
+    """Build an :class:`ALNet` for inputs of ``input_shape`` (without the batch dimension).
+
+    Layers are created on the meta device and initialised from ``generator`` (seed 0 if None),
+    so building a network never draws from the global RNG.
+    """
+    with torch.device("meta"):
+        net = _build(arch, input_shape, n_classes, hidden, dropout)
+    net = net.to_empty(device="cpu")
+    init_weights(net, generator if generator is not None else _generator(0, torch.device("cpu")))
+    return net
+
+
+def _build(arch: str, input_shape: tuple[int, ...], n_classes: int, hidden: int, dropout: float) -> ALNet:
     if arch == "mlp":
         d = int(np.prod(input_shape))
         trunk = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU())
@@ -242,9 +259,14 @@ class NeuralClassifier:
     # ------------------------------------------------------------------ fit
     def _init_module(self) -> None:
         self.device_ = resolve_device(self.device)
-        self.module_ = build_network(self.arch, self.input_shape, self.n_classes, self.hidden, self.dropout)
-        init_weights(self.module_, _generator(self.seed, torch.device("cpu")))
-        self.module_.to(self.device_)
+        self.module_ = build_network(
+            self.arch,
+            self.input_shape,
+            self.n_classes,
+            self.hidden,
+            self.dropout,
+            generator=_generator(self.seed, torch.device("cpu")),
+        ).to(self.device_)
 
     def fit(
         self,
@@ -286,7 +308,7 @@ class NeuralClassifier:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             hist.train_loss.append(total / n)
             if len(val_idx) == 0:
                 continue
@@ -429,4 +451,7 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.to(dtype)
-    return torch.as_tensor(np.asarray(x), dtype=dtype)
+    arr = np.asarray(x)
+    if not arr.flags.writeable:  # e.g. zero-copy from Arrow
+        arr = arr.copy()
+    return torch.as_tensor(arr, dtype=dtype)

@@ -1,0 +1,114 @@
+"""The round's pure steps on a workspace's local files, shared by the Prefect flows and the
+DVC stages (``alp prepare|train|evaluate``), so ``dvc repro`` recomputes exactly what a round did.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from al_core.acquisition import get_strategy
+from al_core.data import load_dataset, write_features
+from al_core.errors import WorkspaceError
+from al_core.models import NeuralClassifier
+from al_core.training import TrainResult, evaluate, round_seeds, train_round_model
+from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_json
+
+
+def prepare(ws: Workspace) -> dict:
+    """prepare stage: build pool, test split and (apart) the ground truth from ``dataset`` params."""
+    ds = load_dataset(ws.params.dataset)
+    write_features(ws.pool_path, ds.pool_ids, ds.pool_X)
+    write_features(ws.test_path, ds.test_ids, ds.test_X, ds.test_y)
+    ws.truth_path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"sample_id": ds.pool_ids, "label": ds.pool_y}).to_parquet(ws.truth_path, index=False)
+    meta = ds.meta(ws.params.dataset.name)
+    atomic_write_json(ws.meta_path, meta)
+    return meta
+
+
+@dataclass
+class RoundData:
+    """What round ``r`` sees: the pool, the labeled rows, the candidates it may query."""
+
+    round: int
+    pool_ids: np.ndarray
+    X_pool: np.ndarray
+    labeled_idx: np.ndarray  # pool indices of labeled samples
+    y_labeled: np.ndarray  # class indices
+    candidate_idx: np.ndarray  # pool indices neither labeled nor waiting in the queue
+
+    @property
+    def X_labeled(self) -> np.ndarray:
+        return self.X_pool[self.labeled_idx]
+
+
+def current_round(ws: Workspace) -> int:
+    if not ws.round_path.exists():
+        raise WorkspaceError(f"{ws.round_path} is missing: the round being trained is set by `alp round`")
+    return int(json.loads(ws.round_path.read_text())["round"])
+
+
+def round_data(ws: Workspace, r: int) -> RoundData:
+    pool_ids, X_pool = ws.pool()
+    classes = ws.classes
+    labeled = ws.labeled_set()
+    pos = pd.Series(np.arange(len(pool_ids)), index=pool_ids)
+    missing = sorted(set(labeled["sample_id"]) - set(pool_ids))
+    if missing:
+        raise WorkspaceError(f"labeled ids {missing[:3]} are not in the pool: the labeled set and pool disagree")
+    labeled_idx = pos.loc[labeled["sample_id"]].to_numpy(dtype=np.int64)
+    cls = {c: i for i, c in enumerate(classes)}
+    y = labeled["label"].map(cls).to_numpy(dtype=np.int64)
+    waiting = {sid for ids in ws.pending().values() for sid in ids}
+    taken = set(labeled["sample_id"]) | waiting
+    candidate_idx = np.array([i for i, s in enumerate(pool_ids) if s not in taken], dtype=np.int64)
+    return RoundData(r, pool_ids, X_pool, labeled_idx, y, candidate_idx)
+
+
+def train(ws: Workspace, data: RoundData | None = None) -> TrainResult:
+    """train stage: fit the round's model on the labeled set (+ CEAL pseudo-labels); save models/model.pt."""
+    params = ws.params
+    r = current_round(ws)
+    data = data or round_data(ws, r)
+    if len(data.labeled_idx) == 0:
+        raise WorkspaceError("the labeled set is empty: ingest the cold-start batch's labels before training")
+    meta = ws.meta()
+    strategy = get_strategy(params.acquisition.strategy, params.acquisition)
+    result = train_round_model(
+        params,
+        tuple(meta["input_shape"]),
+        len(meta["classes"]),
+        data.X_labeled,
+        data.y_labeled,
+        seed=round_seeds(params.seed, r)["train"],
+        round_idx=r,
+        strategy=strategy,
+        X_unlabeled=data.X_pool[data.candidate_idx],
+    )
+    # pseudo-label indices are into the candidates; report them as pool indices
+    result.pseudo_indices = data.candidate_idx[result.pseudo_indices]
+    atomic_write_bytes(ws.model_path, result.model.to_bytes())
+    return result
+
+
+def load_model(ws: Workspace) -> NeuralClassifier:
+    if not ws.model_path.exists():
+        raise WorkspaceError(f"{ws.model_path} is missing: run `alp train {ws.root}` first")
+    return NeuralClassifier.from_bytes(ws.model_path.read_bytes(), device=ws.params.training.device)
+
+
+def evaluate_model(ws: Workspace, model: NeuralClassifier | None = None) -> dict:
+    """evaluate stage: test metrics into metrics/eval.json (scalars) and metrics/confusion.json."""
+    model = model or load_model(ws)
+    _, X, y = ws.test_set()
+    m = evaluate(model, X, y, len(ws.classes))
+    confusion = m.pop("confusion")
+    m["round"] = current_round(ws)
+    m["n_labels"] = len(ws.labeled_set())
+    atomic_write_json(ws.metrics_path, m)
+    atomic_write_json(ws.metrics_path.with_name("confusion.json"), {"classes": ws.classes, "matrix": confusion})
+    return {**m, "confusion": confusion}

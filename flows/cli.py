@@ -1,0 +1,257 @@
+"""``alp``: the command line. Each verb is a thin Typer command over al_core and the flows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from al_core.errors import ALError, LabelValidationError
+
+app = typer.Typer(
+    help="alp: active learning as a pipeline — Prefect flows, MLflow tracking, DVC-versioned labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceArg = Annotated[Path, typer.Argument(help="The workspace directory.")]
+
+
+def _quiet_services() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(2 if isinstance(exc, LabelValidationError) else 1)
+
+
+def _parse_sets(sets: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in sets:
+        if "=" not in item:
+            raise ALError(f"--set {item!r}: expected KEY=VALUE, e.g. --set acquisition.batch_size=20")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def init(
+    directory: WorkspaceArg,
+    dataset: Annotated[str | None, typer.Option(help="mnist1d | digits | mnist | table")] = None,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(help="mnist: the IDX directory; table: the pool table, then optionally a labeled test table."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a params.yaml key: --set acquisition.batch_size=20")
+    ] = None,
+) -> None:
+    """Create a workspace: its own git repo with DVC, params.yaml, dvc.yaml, the prepared pool and test split."""
+    _quiet_services()
+    from flows.workspace_init import init_workspace
+
+    try:
+        overrides = _parse_sets(set_ or [])
+        if dataset:
+            overrides["dataset.name"] = dataset
+        if data:
+            overrides["dataset.path"] = str(data[0].expanduser().resolve())
+            if len(data) > 1:
+                overrides["dataset.test_path"] = str(data[1].expanduser().resolve())
+        ws = init_workspace(directory, overrides)
+    except ALError as exc:
+        _fail(exc)
+    meta = ws.meta()
+    console.print(
+        f"workspace [bold]{ws.root}[/]: {meta['dataset']}, pool {meta['n_pool']}, test {meta['n_test']}, "
+        f"{len(meta['classes'])} classes. Next: [bold]alp round {directory}[/] or [bold]alp campaign {directory}[/]"
+    )
+
+
+@app.command()
+def prepare(directory: WorkspaceArg) -> None:
+    """DVC stage: build the pool, test split and ground truth from params.yaml's dataset section."""
+    from al_core import pipeline
+    from al_core.workspace import Workspace
+
+    try:
+        meta = pipeline.prepare(Workspace(directory).require())
+    except ALError as exc:
+        _fail(exc)
+    console.print(json.dumps(meta))
+
+
+@app.command()
+def train(directory: WorkspaceArg) -> None:
+    """DVC stage: train the current round's model on the labeled set (writes models/model.pt)."""
+    from al_core import pipeline
+    from al_core.workspace import Workspace
+
+    try:
+        result = pipeline.train(Workspace(directory).require())
+    except ALError as exc:
+        _fail(exc)
+    console.print(
+        f"trained on {result.n_labeled} labels (+{len(result.pseudo_indices)} pseudo) in {result.seconds:.1f}s"
+    )
+
+
+@app.command()
+def evaluate(directory: WorkspaceArg) -> None:
+    """DVC stage: evaluate models/model.pt on the test split (writes metrics/eval.json)."""
+    from al_core import pipeline
+    from al_core.workspace import Workspace
+
+    try:
+        m = pipeline.evaluate_model(Workspace(directory).require())
+    except ALError as exc:
+        _fail(exc)
+    console.print(json.dumps({k: v for k, v in m.items() if k != "confusion"}))
+
+
+@app.command("round")
+def round_(directory: WorkspaceArg) -> None:
+    """Run one round: version the labeled set → train → evaluate → score → select → export the batch."""
+    _quiet_services()
+    from flows.round import round_flow
+
+    try:
+        s = round_flow(str(directory.resolve()))
+    except ALError as exc:
+        _fail(exc)
+    acc = s["metrics"].get("test_accuracy")
+    console.print(
+        f"{s['tag']}: {s['strategy']}, {s['n_labels']} labels"
+        + (f", test accuracy {acc:.4f}" if acc is not None else " (cold start)")
+        + f"; {s['n_queued']} samples queued in {s['queue']['batch']}"
+    )
+
+
+@app.command()
+def ingest(
+    directory: WorkspaceArg,
+    files: Annotated[list[Path], typer.Argument(help="Returned labels: .jsonl, .csv or a Label Studio .json export.")],
+    partial: Annotated[
+        bool, typer.Option("--partial", help="Take the valid lines; write the rejects beside the file.")
+    ] = False,
+) -> None:
+    """Ingest returned labels: validate the whole file, then merge it into the labeled set and version it."""
+    _quiet_services()
+    from flows.ingest import ingest_flow
+
+    try:
+        results = ingest_flow(str(directory.resolve()), [str(f) for f in files], partial=partial)
+    except ALError as exc:
+        _fail(exc)
+    for r in results:
+        if r["already_ingested"]:
+            console.print(f"{r['file']}: already ingested (same content), nothing changed")
+        else:
+            extra = f", {len(r['rejected'])} rejected → {r['rejects_file']}" if r["rejected"] else ""
+            console.print(f"{r['file']}: {r['added']} new label(s){extra}")
+
+
+@app.command()
+def campaign(
+    directory: WorkspaceArg,
+    rounds: Annotated[int | None, typer.Option(help="Trained rounds to run (default: acquisition.rounds).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Acquisition strategy (default: acquisition.strategy).")] = None,
+) -> None:
+    """Simulated campaign: rounds whose batches a simulated annotator answers from the ground truth."""
+    _quiet_services()
+    from flows.campaign import campaign_flow
+
+    try:
+        summaries = campaign_flow(str(directory.resolve()), rounds=rounds, strategy=strategy, progress=True)
+    except ALError as exc:
+        _fail(exc)
+    console.print(rounds_table([s for s in summaries if s["metrics"]], title=f"campaign {directory}"))
+
+
+def rounds_table(summaries: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("round", "strategy", "labels", "accuracy", "macro-F1", "queued", "champion"):
+        table.add_column(col, justify="right" if col not in ("strategy",) else "left")
+    for s in summaries:
+        m = s.get("metrics") or {}
+        table.add_row(
+            s["tag"],
+            s["strategy"],
+            str(s["n_labels"]),
+            f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "—",
+            f"{m['test_macro_f1']:.4f}" if "test_macro_f1" in m else "—",
+            str(s["n_queued"]),
+            "★" if s.get("champion") else "",
+        )
+    return table
+
+
+def status_data(directory: Path) -> dict[str, Any]:
+    from al_core.workspace import Workspace, round_name
+
+    ws = Workspace(directory).require()
+    labeled = ws.labeled_set()
+    pending = ws.pending()
+    return {
+        "workspace": str(ws.root),
+        "strategy": ws.params.acquisition.strategy,
+        "labels": len(labeled),
+        "labels_by_source": {str(k): int(v) for k, v in labeled["source"].value_counts().items()},
+        "rounds": [
+            {k: s.get(k) for k in ("round", "tag", "strategy", "n_labels", "n_queued", "metrics", "champion")}
+            for s in ws.round_summaries()
+        ],
+        "queue": {round_name(r): {"waiting": len(ids)} for r, ids in pending.items()},
+        "next_round": ws.next_round(),
+    }
+
+
+@app.command()
+def status(
+    directory: WorkspaceArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Rounds, label counts, accuracy per round and what is waiting in the queue."""
+    try:
+        data = status_data(directory)
+    except ALError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    console.print(
+        f"[bold]{data['workspace']}[/]: {data['labels']} labels {data['labels_by_source']}, "
+        f"strategy {data['strategy']}, next round {data['next_round']}"
+    )
+    console.print(rounds_table(data["rounds"], title="rounds"))
+    if data["queue"]:
+        for name, q in data["queue"].items():
+            console.print(f"queue {name}: {q['waiting']} sample(s) waiting for labels")
+    else:
+        console.print("queue: nothing waiting for labels")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

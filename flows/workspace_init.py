@@ -1,0 +1,90 @@
+"""``alp init``: a workspace with its own git repo, DVC, params.yaml, dvc.yaml and the prepared data."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from al_core import pipeline
+from al_core.config import parse_params
+from al_core.errors import WorkspaceError
+from al_core.workspace import Workspace, atomic_write_text
+from tasks import versioning
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_PARAMS = PROJECT_ROOT / "params.yaml"
+TEMPLATE_DVC = PROJECT_ROOT / "dvc.yaml"
+
+
+def _yaml() -> YAML:
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 120
+    return y
+
+
+def render_params(overrides: dict[str, Any]) -> str:
+    """The template params.yaml with dotted-key overrides applied (comments kept), validated."""
+    y = _yaml()
+    doc = y.load(TEMPLATE_PARAMS.read_text())
+    for key, value in overrides.items():
+        node = doc
+        *parents, last = key.split(".")
+        for p in parents:
+            if p not in node or not hasattr(node[p], "keys"):
+                raise WorkspaceError(f"--set {key}: '{p}' is not a section of params.yaml")
+            node = node[p]
+        node[last] = value
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    text = buf.getvalue()
+    parse_params(YAML(typ="safe").load(text), "params.yaml (from alp init)")
+    return text
+
+
+def render_dvc_yaml(extra_prepare_deps: list[str]) -> str:
+    y = _yaml()
+    doc = y.load(TEMPLATE_DVC.read_text())
+    if extra_prepare_deps:
+        doc["stages"]["prepare"]["deps"] = extra_prepare_deps
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
+
+
+def init_workspace(directory: str | Path, overrides: dict[str, Any] | None = None) -> Workspace:
+    """Create and prepare a workspace in ``directory`` (which must be new or empty)."""
+    ws = Workspace(directory)
+    if ws.params_path.exists() or (ws.root / ".dvc").exists():
+        raise WorkspaceError(f"{ws.root} is already a workspace; use it, or pick a new directory")
+    if ws.root.exists() and any(ws.root.iterdir()):
+        raise WorkspaceError(f"{ws.root} exists and is not empty: give alp init a new or empty directory")
+    if ws.root == PROJECT_ROOT:
+        raise WorkspaceError("refusing to turn alp's own repository into a workspace: pick another directory")
+    text = render_params(overrides or {})
+    ws.root.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_write_text(ws.params_path, text)
+        params = ws.params
+        deps = []
+        if params.dataset.name in ("table", "mnist") and params.dataset.path:
+            deps = [str(Path(p).expanduser().resolve()) for p in (params.dataset.path, params.dataset.test_path) if p]
+        atomic_write_text(ws.root / "dvc.yaml", render_dvc_yaml(deps))
+        versioning.init_repo(ws)
+        pipeline.prepare(ws)
+        ws.labeled_dir.mkdir(parents=True, exist_ok=True)
+        (ws.labeled_dir / ".gitkeep").touch()
+        versioning.commit_stage_outputs(ws, ["prepare"])
+        versioning.add_labeled_set(ws)
+        versioning.commit_all(ws, f"alp init: {params.dataset.name} workspace")
+        versioning.push(ws)
+    except BaseException:
+        # leave nothing half-made behind: a failed init can simply be run again
+        import shutil
+
+        shutil.rmtree(ws.root, ignore_errors=True)
+        raise
+    return ws

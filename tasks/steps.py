@@ -1,0 +1,170 @@
+"""Thin Prefect tasks around al_core and the workspace I/O (DVC, queue, MLflow).
+
+Retries only where the work is I/O that can fail transiently (DVC push, MLflow logging).
+All DVC work of one workspace holds that workspace's Prefect concurrency slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import numpy as np
+import torch
+from prefect import task
+from prefect.concurrency.sync import concurrency
+
+from al_core import pipeline
+from al_core.acquisition import get_strategy
+from al_core.scoring import compute_inputs
+from al_core.training import TrainResult, round_seeds
+from al_core.workspace import Workspace, atomic_write_json
+from tasks import queue, tracking, versioning
+from tasks.ingest import IngestResult, ingest_file
+
+log = logging.getLogger(__name__)
+
+
+def dvc_slot_name(ws: Workspace) -> str:
+    return "alp-dvc-" + hashlib.sha1(str(ws.root).encode()).hexdigest()[:12]
+
+
+def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
+    """Create the global concurrency limit ``name`` in the Prefect API if it does not exist."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # created meanwhile by another run
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+
+
+@contextmanager
+def dvc_slot(ws: Workspace) -> Iterator[None]:
+    name = dvc_slot_name(ws)
+    ensure_concurrency_limit(name)
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+@task(name="version-labeled-set", retries=2, retry_delay_seconds=3)
+def version_labeled_set(root: str, r: int) -> dict[str, str]:
+    ws = Workspace(root)
+    atomic_write_json(ws.round_path, {"round": r})
+    with dvc_slot(ws):
+        return versioning.version_labeled_set(ws, r)
+
+
+@task(name="train")
+def train(root: str, data: pipeline.RoundData) -> TrainResult:
+    return pipeline.train(Workspace(root), data)
+
+
+@task(name="evaluate")
+def evaluate(root: str, result: TrainResult) -> dict[str, Any]:
+    return pipeline.evaluate_model(Workspace(root), result.model)
+
+
+@task(name="score-and-select")
+def score_and_select(root: str, data: pipeline.RoundData, model: Any | None) -> dict[str, Any]:
+    """Score the candidates with the configured strategy and pick the batch (cold start: random)."""
+    import time
+
+    ws = Workspace(root)
+    acq_params = ws.params.acquisition
+    seeds = round_seeds(ws.params.seed, data.round)
+    cand = data.candidate_idx
+    if model is None:  # cold start: the first batch is random, from the initial seed
+        k = acq_params.initial_size
+        strategy = get_strategy("random")
+        gen = torch.Generator().manual_seed(acq_params.initial_seed)
+    else:
+        k = acq_params.batch_size
+        strategy = get_strategy(acq_params.strategy, acq_params)
+        gen = torch.Generator().manual_seed(seeds["select"])
+    if acq_params.pool_subset and model is not None and len(cand) > acq_params.pool_subset:
+        sub = torch.randperm(len(cand), generator=torch.Generator().manual_seed(seeds["score"]))
+        cand = np.sort(cand[sub[: acq_params.pool_subset].numpy()])
+    t0 = time.perf_counter()
+    X_cand = data.X_pool[cand]
+    probs = model.predict_proba(X_cand) if model is not None else None
+    inputs = compute_inputs(
+        model, strategy, X_cand, data.X_labeled, mc_samples=acq_params.mc_samples, seed=seeds["score"], probs_N_C=probs
+    )
+    t1 = time.perf_counter()
+    acq = strategy.select(inputs, k, gen)
+    t2 = time.perf_counter()
+    chosen = acq.indices.cpu().numpy()
+    sel_probs = probs[acq.indices.cpu()].numpy() if probs is not None else None
+    return {
+        "strategy": strategy.name if model is not None else "random (cold start)",
+        "pool_idx": cand[chosen],
+        "scores": acq.scores.cpu().numpy(),
+        "probs": sel_probs,
+        "n_candidates": len(cand),
+        "seconds_score": t1 - t0,
+        "seconds_select": t2 - t1,
+    }
+
+
+@task(name="export-batch", retries=2, retry_delay_seconds=3)
+def export_batch(root: str, r: int, data: pipeline.RoundData, selection: dict[str, Any], model_version: str | None):
+    ws = Workspace(root)
+    records = queue.batch_records(
+        r,
+        selection["strategy"],
+        data.pool_ids[selection["pool_idx"]],
+        selection["scores"],
+        selection["probs"],
+        ws.classes,
+        model_version,
+        ws.params.queue.top_k,
+        features=data.X_pool[selection["pool_idx"]],
+    )
+    return queue.export_batch(ws, r, records, ws.classes)
+
+
+@task(name="log-round", retries=2, retry_delay_seconds=3)
+def log_round(root: str, parent_run_id: str, r: int, **kwargs: Any) -> dict[str, Any]:
+    ws = Workspace(root)
+    return tracking.log_round(ws, parent_run_id, r, ws.params, **kwargs)
+
+
+@task(name="record-results", retries=2, retry_delay_seconds=3)
+def record_results(root: str, r: int, trained: bool, summary: dict[str, Any]) -> str:
+    """dvc commit the train/evaluate outputs, write the round summary, git commit, dvc push."""
+    ws = Workspace(root)
+    ws.write_round_summary(r, summary)
+    with dvc_slot(ws):
+        if trained:
+            versioning.commit_stage_outputs(ws, ["train", "evaluate"])
+        head = versioning.commit_all(ws, f"round-{r:03d}: results ({summary.get('strategy')})")
+        versioning.push(ws)
+    return head
+
+
+@task(name="ingest-file")
+def ingest(root: str, path: str, partial: bool, source: str) -> IngestResult:
+    return ingest_file(Workspace(root), path, partial=partial, source=source)
+
+
+@task(name="version-ingested", retries=2, retry_delay_seconds=3)
+def version_ingested(root: str, message: str) -> str:
+    ws = Workspace(root)
+    with dvc_slot(ws):
+        versioning.add_labeled_set(ws)
+        head = versioning.commit_all(ws, message)
+        versioning.push(ws)
+    return head
+
+
+@task(name="simulate-annotator")
+def simulate_annotator(root: str, r: int) -> str:
+    return queue.simulate_annotator(Workspace(root), r)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness():
+    """One temporary Prefect API for the whole flow-test session (~8 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def venv_on_path(monkeypatch):
+    """`alp` (used by dvc.yaml's stage commands) must resolve to this interpreter's console script."""
+    bin_dir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", bin_dir + os.pathsep + os.environ.get("PATH", ""))
+
+
+def small_overrides(**extra):
+    """A fast digits workspace: MLP, small batches, few epochs."""
+    base = {
+        "dataset.name": "digits",
+        "model.arch": "mlp",
+        "model.hidden": 32,
+        "training.epochs": 30,
+        "training.patience": 5,
+        "acquisition.batch_size": 20,
+        "acquisition.initial_size": 30,
+        "acquisition.mc_samples": 4,
+    }
+    base.update(extra)
+    return base
