@@ -220,8 +220,14 @@ class Workspace:
         self.recover()
 
     def recover(self) -> None:
-        """Finish a labeled-set change whose journal exists (after a crash): rename what is left."""
+        """Finish a labeled-set change whose journal exists (after a crash): rename what is left.
+
+        Without a journal, leftovers of a change that never got decided are deleted.
+        """
         if not self.journal_path.exists():
+            for folder in (self.labeled_dir, self.alp_dir):
+                for stale in folder.glob(".*.pending") if folder.exists() else []:
+                    stale.unlink()
             return
         for tmp, final in json.loads(self.journal_path.read_text())["moves"]:
             if Path(tmp).exists():

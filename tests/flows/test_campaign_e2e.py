@@ -83,6 +83,7 @@ def test_mlflow_runs_model_and_champion(campaign):
     mlflow.set_tracking_uri(f"sqlite:///{ws.root / 'mlflow.db'}")
     client = MlflowClient()
     exp = client.get_experiment_by_name(ws.name)
+    assert exp.artifact_location == (ws.root / "mlartifacts").as_uri()  # never ./mlruns in the cwd
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("alp.kind") == "campaign"]
     assert len(parents) == 1
