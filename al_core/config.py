@@ -57,6 +57,8 @@ class TrainingParams(_Section):
     weight_decay: float = Field(default=0.0, ge=0.0)
     #: epochs without validation improvement before stopping
     patience: int = Field(default=10, ge=1)
+    #: optimizer steps trained at least before early stopping may stop (small labeled sets)
+    min_steps: int = Field(default=300, ge=0)
     #: fraction of the labeled set held out for early stopping
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     device: str = "auto"

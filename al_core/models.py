@@ -236,6 +236,7 @@ class NeuralClassifier:
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         patience: int = 10,
+        min_steps: int = 300,
         val_fraction: float = 0.2,
         device: str = "auto",
         seed: int = 0,
@@ -251,6 +252,7 @@ class NeuralClassifier:
         self.lr = lr
         self.weight_decay = weight_decay
         self.patience = patience
+        self.min_steps = min_steps
         self.val_fraction = val_fraction
         self.device = device
         self.seed = seed
@@ -297,7 +299,11 @@ class NeuralClassifier:
         hist = FitHistory()
         best_state, best_val, bad = None, math.inf, 0
         n = len(Xtr)
-        for epoch in range(self.epochs):
+        # Small labeled sets give one or two steps per epoch: train at least `min_steps` optimizer
+        # steps before early stopping may end the run, so tiny sets are not left underfit.
+        steps_per_epoch = math.ceil(n / self.batch_size)
+        max_epochs = max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+        for epoch in range(max_epochs):
             self.module_.train()
             perm = torch.randperm(n, generator=g_shuffle).to(dev)
             total = 0.0
@@ -319,7 +325,7 @@ class NeuralClassifier:
                 best_state = copy.deepcopy(self.module_.state_dict())
             else:
                 bad += 1
-                if bad >= self.patience:
+                if bad >= self.patience and (epoch + 1) * steps_per_epoch >= self.min_steps:
                     break
         if best_state is not None:
             self.module_.load_state_dict(best_state)
@@ -400,6 +406,7 @@ class NeuralClassifier:
                 "lr",
                 "weight_decay",
                 "patience",
+                "min_steps",
                 "val_fraction",
                 "device",
                 "seed",

@@ -53,6 +53,7 @@ def make_classifier(params: Params, input_shape: tuple[int, ...], n_classes: int
         lr=t.lr,
         weight_decay=t.weight_decay,
         patience=t.patience,
+        min_steps=t.min_steps,
         val_fraction=t.val_fraction,
         device=t.device,
         seed=seed,

@@ -35,7 +35,7 @@ def main(base: str = "demo-workspace", rounds: int = 6) -> int:
     from flows.campaign import campaign_flow
     from flows.workspace_init import init_workspace
 
-    console = Console()
+    console = Console(soft_wrap=True)
     tracking = f"sqlite:///{root / 'mlflow.db'}"
     t0 = time.perf_counter()
     results = {}
@@ -43,7 +43,14 @@ def main(base: str = "demo-workspace", rounds: int = 6) -> int:
         console.print(f"[bold]preparing[/] {strategy} workspace (MNIST-1D, 4,000-sample pool) ...")
         ws = init_workspace(
             root / strategy,
-            {"acquisition.strategy": strategy, "acquisition.rounds": rounds, "tracking.uri": tracking},
+            {
+                "acquisition.strategy": strategy,
+                "acquisition.rounds": rounds,
+                "acquisition.initial_size": 100,
+                "acquisition.batch_size": 100,
+                "training.cpu_threads": 1,  # the 1-D CNN is small: one thread beats two on 2 cores
+                "tracking.uri": tracking,
+            },
         )
         results[strategy] = campaign_flow(str(ws.root), progress=True)
     wall = time.perf_counter() - t0

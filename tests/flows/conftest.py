@@ -34,6 +34,7 @@ def small_overrides(**extra):
         "acquisition.batch_size": 20,
         "acquisition.initial_size": 30,
         "acquisition.mc_samples": 4,
+        "training.cpu_threads": 1,
     }
     base.update(extra)
     return base

@@ -76,7 +76,7 @@ def bad_files(ws, tmp_path):
 
 def test_each_bad_file_is_refused_and_nothing_changes(ws, tmp_path):
     files = bad_files(ws, tmp_path)
-    files["malformed"][0].write_text(json.dumps({"sample_id": list(truth(ws))[0], "label": "1"}) + "\n{oops\n")
+    files["malformed"][0].write_text(json.dumps({"sample_id": next(iter(truth(ws))), "label": "1"}) + "\n{oops\n")
     files["bad csv"][0].write_text("id;label\nx;1\n")
     before = (dir_hash(ws.labeled_dir), head(ws), ws.ledger())
     for kind, (path, needle) in files.items():

@@ -26,7 +26,7 @@ def test_unknown_key_is_named_with_a_suggestion():
 
 
 def test_unknown_top_level_section():
-    with pytest.raises(ConfigError, match="unknown key 'trainig'.*Did you mean 'training'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'trainig'.*Did you mean 'training'"):
         parse_params({"trainig": {}})
 
 
@@ -50,7 +50,7 @@ def test_unknown_strategy_lists_valid_names():
 
 
 def test_table_needs_a_path():
-    with pytest.raises(ConfigError, match="dataset.path is required"):
+    with pytest.raises(ConfigError, match=r"dataset\.path is required"):
         parse_params({"dataset": {"name": "table"}})
 
 

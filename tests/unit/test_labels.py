@@ -37,7 +37,7 @@ def test_jsonl_and_csv_and_label_studio_parse_to_the_same_rows():
 def test_index_labels():
     df, _ = check("x.jsonl", '{"sample_id": "a", "label": 2}\n', fmt="index")
     assert df["label"].tolist() == ["eel"]
-    with pytest.raises(LabelValidationError, match="0..2"):
+    with pytest.raises(LabelValidationError, match=r"0\.\.2"):
         check("x.jsonl", '{"sample_id": "a", "label": 3}\n', fmt="index")
 
 

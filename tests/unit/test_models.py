@@ -82,7 +82,7 @@ def test_sample_weight_zero_ignores_samples():
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(ConfigError, match="model.arch"):
+    with pytest.raises(ConfigError, match=r"model\.arch"):
         build_network("rnn", (4,), 2)
     with pytest.raises(ConfigError, match="cnn2d needs"):
         build_network("cnn2d", (4,), 2)
