@@ -29,7 +29,7 @@ from al_core.errors import ShapeError
 #: Pool rows per chunk of a distance update.
 DEFAULT_CHUNK = 16384
 #: Labeled rows per chunk of the initial pool × labeled distance block (chunk × this floats).
-DEFAULT_LABELED_CHUNK = 1024
+DEFAULT_LABELED_CHUNK = 256
 
 
 def check_coreset_inputs(embeddings_N_D: torch.Tensor, labeled_embeddings_M_D: torch.Tensor | None) -> None:
