@@ -47,4 +47,6 @@ def compute_inputs(
         if X_labeled is None:
             raise ValueError(f"strategy '{strategy.name}' needs the labeled set's embeddings")
         fields["labeled_embeddings_M_D"] = model.embed(X_labeled)
-    return AcquisitionInputs(n=n, **fields)
+    # Strategies run where the model runs (CUDA when there is one); the model returns CPU tensors
+    # chunk by chunk so that the pool never has to fit on the device at once.
+    return AcquisitionInputs(n=n, **{k: v.to(model.device_) for k, v in fields.items()})

@@ -137,6 +137,7 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
             "alp.data_hash": version["data_hash"],
         },
         artifacts={"queue": exported["batch"]},
+        batch_report=report,
     )
     summary["mlflow_run_id"] = logged["run_id"]
     summary["model_version"] = logged.get("model_version")

@@ -102,7 +102,7 @@ def score_and_select(root: str, data: pipeline.RoundData, model: Any | None) -> 
     acq = strategy.select(inputs, k, gen)
     t2 = time.perf_counter()
     chosen = acq.indices.cpu().numpy()
-    sel_probs = probs[acq.indices.cpu()].numpy() if probs is not None else None
+    sel_probs = probs[acq.indices.cpu()].cpu().numpy() if probs is not None else None
     return {
         "strategy": strategy.name if model is not None else "random (cold start)",
         "pool_idx": cand[chosen],

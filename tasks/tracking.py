@@ -133,6 +133,7 @@ def log_round(
     input_example: np.ndarray | None,
     tags: dict[str, str],
     artifacts: dict[str, str] | None = None,
+    batch_report: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Log round ``r`` as a nested run; register its model and move ``champion`` if it is the best."""
     mlflow = _mlflow(ws)
@@ -151,6 +152,10 @@ def log_round(
             if confusion is not None:
                 mlflow.log_figure(confusion_figure(confusion, ws.classes), "figures/confusion_matrix.png")
                 plt.close("all")
+            if batch_report:
+                mlflow.log_dict(batch_report, "batch_report.json")
+                if "max_class_share" in batch_report:
+                    mlflow.log_metric("batch_max_class_share", batch_report["max_class_share"], step=r)
             for name, path in (artifacts or {}).items():
                 mlflow.log_artifact(path, artifact_path=name)
             if model is not None and params.tracking.log_model:

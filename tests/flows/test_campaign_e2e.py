@@ -98,6 +98,9 @@ def test_mlflow_runs_model_and_champion(campaign):
             assert key in run.data.metrics
         arts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
         assert {"figures/learning_curve.png", "figures/confusion_matrix.png"} <= arts
+        report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/batch_report.json")
+        assert sum(report["class_histogram"].values()) == 20 and "mean_score" in report
+        assert "batch_max_class_share" in run.data.metrics
     versions = client.search_model_versions(f"name='{ws.name}-model'")
     assert len(versions) == 3
     champion = client.get_model_version_by_alias(f"{ws.name}-model", "champion")
