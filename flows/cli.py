@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from al_core.errors import ALError, LabelValidationError
+from flows.stack import stack_app
 
 app = typer.Typer(
     help="alp: active learning as a pipeline — Prefect flows, MLflow tracking, DVC-versioned labels.",
@@ -247,6 +248,9 @@ def status(
             console.print(f"queue {name}: {q['waiting']} sample(s) waiting for labels")
     else:
         console.print("queue: nothing waiting for labels")
+
+
+app.add_typer(stack_app, name="stack")
 
 
 def main() -> None:  # pragma: no cover
