@@ -29,11 +29,16 @@ err = Console(stderr=True, soft_wrap=True)
 WorkspaceArg = Annotated[Path, typer.Argument(help="The workspace directory.")]
 
 
-def _quiet_services() -> None:
+def quiet_services() -> None:
+    """Telemetry off; Prefect's console handler quiet (the CLI prints its own output and errors).
+
+    Flow and task logs still reach the Prefect API, so the UI shows them. Set
+    PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO to see them in the terminal too.
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -66,7 +71,7 @@ def init(
     ] = None,
 ) -> None:
     """Create a workspace: its own git repo with DVC, params.yaml, dvc.yaml, the prepared pool and test split."""
-    _quiet_services()
+    quiet_services()
     from flows.workspace_init import init_workspace
 
     try:
@@ -131,7 +136,7 @@ def evaluate(directory: WorkspaceArg) -> None:
 @app.command("round")
 def round_(directory: WorkspaceArg) -> None:
     """Run one round: version the labeled set → train → evaluate → score → select → export the batch."""
-    _quiet_services()
+    quiet_services()
     from flows.round import round_flow
 
     try:
@@ -155,7 +160,7 @@ def ingest(
     ] = False,
 ) -> None:
     """Ingest returned labels: validate the whole file, then merge it into the labeled set and version it."""
-    _quiet_services()
+    quiet_services()
     from flows.ingest import ingest_flow
 
     try:
@@ -177,7 +182,7 @@ def campaign(
     strategy: Annotated[str | None, typer.Option(help="Acquisition strategy (default: acquisition.strategy).")] = None,
 ) -> None:
     """Simulated campaign: rounds whose batches a simulated annotator answers from the ground truth."""
-    _quiet_services()
+    quiet_services()
     from flows.campaign import campaign_flow
 
     try:
@@ -251,6 +256,11 @@ def status(
 
 
 app.add_typer(stack_app, name="stack")
+
+
+from flows.benchmark import benchmark_command  # noqa: E402  (light: heavy imports happen inside)
+
+app.command("benchmark")(benchmark_command)
 
 
 def main() -> None:  # pragma: no cover

@@ -25,11 +25,11 @@ def main(base: str = "demo-workspace", rounds: int = 6) -> int:
     root.mkdir(parents=True)
     prefect_home = root / ".prefect"
     os.environ["PREFECT_HOME"] = str(prefect_home)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
     import warnings
+
+    from flows.cli import quiet_services
+
+    quiet_services()
 
     warnings.filterwarnings("ignore")
     from flows.campaign import campaign_flow
