@@ -258,11 +258,6 @@ def status(
 app.add_typer(stack_app, name="stack")
 
 
-from flows.benchmark import benchmark_command  # noqa: E402  (light: heavy imports happen inside)
-
-app.command("benchmark")(benchmark_command)
-
-
 def main() -> None:  # pragma: no cover
     app()
 
