@@ -107,13 +107,23 @@ class AcquisitionParams(_Section):
 
 
 class QueueParams(_Section):
-    backend: Literal["folder"] = "folder"
+    #: folder: a folder in the workspace; s3: an S3 prefix (plus a local copy in the workspace's queue/ folder)
+    backend: Literal["folder", "s3"] = "folder"
     #: folder (relative to the workspace) or s3://bucket/prefix
     path: str = "queue"
     #: how returned labels name a class: by its name, or by its index in the class list
     label_format: Literal["name", "index"] = "name"
     #: predictions shown per exported sample
     top_k: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _path_fits_backend(self) -> QueueParams:
+        is_s3 = self.path.startswith("s3://")
+        if self.backend == "s3" and not (is_s3 and len(self.path) > len("s3://")):
+            raise ValueError(f"queue.path = {self.path!r}: the s3 backend needs s3://bucket/prefix")
+        if self.backend == "folder" and is_s3:
+            raise ValueError(f"queue.path = {self.path!r} is an S3 URL: set queue.backend: s3 as well")
+        return self
 
 
 class TrackingParams(_Section):

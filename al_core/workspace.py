@@ -137,7 +137,9 @@ class Workspace:
 
     @property
     def queue_dir(self) -> Path:
-        return self.root / self.params.queue.path
+        """The local queue folder (with an S3-backed queue: the local copy, ``queue/``)."""
+        queue = self.params.queue
+        return self.root / (queue.path if queue.backend == "folder" else "queue")
 
     @property
     def name(self) -> str:

@@ -14,8 +14,9 @@ from tasks import steps
 
 @flow(name="alp-ingest", log_prints=True)
 def ingest_flow(workspace: str, files: list[str], partial: bool = False, source: str = "human") -> list[dict[str, Any]]:
-    """Ingest each returned-labels file (JSONL, CSV or Label Studio JSON export)."""
+    """Ingest each returned-labels file (JSONL, CSV or Label Studio JSON export; a path or an s3:// URL)."""
     ws = Workspace(workspace).require()
+    files = steps.fetch_label_files(str(ws.root), files)  # s3:// URLs: downloaded into queue/inbox/ first
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         raise ALError(f"no such label file(s): {', '.join(missing)}")

@@ -3,12 +3,19 @@
 Folder backend: ``queue/round-NNN/batch.jsonl`` and ``label-studio.json`` (importable by Label
 Studio with ``queue/label-config.xml``). Files are written atomically; an export that exists
 already with the same content is left as it is (re-running a round never duplicates a batch).
+
+S3 backend (``queue.backend: s3``, ``queue.path: s3://bucket/prefix``): the same files go to
+``s3://bucket/prefix/round-NNN/`` first, then to the workspace's ``queue/`` folder (the local copy the
+round flow reads); an export interrupted by an S3 failure leaves no local ``batch.jsonl``, so the round
+is run again, not skipped. Returned labels are read from S3 URLs (``s3://bucket/prefix/inbox/`` by
+convention), downloaded into ``queue/inbox/`` and ingested like local files.
 """
 
 from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +23,7 @@ import pandas as pd
 
 from al_core.errors import WorkspaceError
 from al_core.workspace import Workspace, atomic_write_text, round_name
+from tasks import s3
 
 FROM_NAME, TO_NAME = "label", "sample"
 
@@ -89,29 +97,94 @@ def label_config(classes: list[str]) -> str:
     )
 
 
+def _check_same_batch(existing: str | None, records: list[dict[str, Any]], where: str, r: int) -> None:
+    """An export that exists already must hold the same samples: a round is exported once."""
+    if existing is None:
+        return
+    old_ids = [json.loads(line)["sample_id"] for line in existing.splitlines() if line.strip()]
+    if old_ids != [rec["sample_id"] for rec in records]:
+        raise WorkspaceError(
+            f"{where} already holds a different batch for {round_name(r)}; a round is exported once. "
+            "Run the next round instead."
+        )
+
+
+def queue_url(ws: Workspace) -> str:
+    """The S3 prefix of an S3-backed queue (``queue.path``)."""
+    return s3.normalise_url(ws.params.queue.path)
+
+
+def _export_s3(ws: Workspace, r: int, records: list[dict[str, Any]], files: dict[str, str]) -> dict[str, str]:
+    """Upload the round's files; ``batch.jsonl`` last, as it marks the round exported."""
+    folder = s3.join(queue_url(ws), round_name(r))
+    batch_url = s3.join(folder, "batch.jsonl")
+    old = s3.get_bytes(batch_url)
+    _check_same_batch(old.decode("utf-8") if old is not None else None, records, batch_url, r)
+    s3.put_bytes(s3.join(queue_url(ws), "label-config.xml"), files["label-config.xml"].encode(), "application/xml")
+    ls_url = s3.join(folder, "label-studio.json")
+    s3.put_bytes(ls_url, files["label-studio.json"].encode(), "application/json")
+    if old is None:
+        s3.put_bytes(batch_url, files["batch.jsonl"].encode(), "application/jsonl")
+    return {"batch_url": batch_url, "label_studio_url": ls_url}
+
+
 def export_batch(ws: Workspace, r: int, records: list[dict[str, Any]], classes: list[str]) -> dict[str, str]:
-    """Write ``queue/round-NNN/{batch.jsonl,label-studio.json}``; refuse to overwrite a different batch."""
+    """Write ``queue/round-NNN/{batch.jsonl,label-studio.json}``; refuse to overwrite a different batch.
+
+    With the S3 backend the files go to S3 first; the local copy follows once S3 holds them.
+    """
     folder = ws.queue_dir / round_name(r)
     batch_text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records)
     batch_path, ls_path = folder / "batch.jsonl", folder / "label-studio.json"
-    if batch_path.exists():
-        old_ids = [json.loads(line)["sample_id"] for line in batch_path.read_text().splitlines() if line.strip()]
-        if old_ids != [rec["sample_id"] for rec in records]:
-            raise WorkspaceError(
-                f"{batch_path} already holds a different batch for {round_name(r)}; a round is exported once. "
-                "Run the next round instead."
-            )
+    _check_same_batch(batch_path.read_text() if batch_path.exists() else None, records, str(batch_path), r)
+    ls_text = json.dumps(label_studio_tasks(records), indent=1) + "\n"
+    out: dict[str, str] = {}
+    if ws.params.queue.backend == "s3":
+        files = {"batch.jsonl": batch_text, "label-studio.json": ls_text, "label-config.xml": label_config(classes)}
+        out = _export_s3(ws, r, records, files)
     # label-studio.json first: batch.jsonl is what marks the round as exported.
-    atomic_write_text(ls_path, json.dumps(label_studio_tasks(records), indent=1) + "\n")
+    atomic_write_text(ls_path, ls_text)
     atomic_write_text(batch_path, batch_text)
     config = ws.queue_dir / "label-config.xml"
     if not config.exists():
         atomic_write_text(config, label_config(classes))
-    return {"batch": str(batch_path), "label_studio": str(ls_path)}
+    return {"batch": str(batch_path), "label_studio": str(ls_path), **out}
+
+
+LABEL_SUFFIXES = (".jsonl", ".csv", ".json")
+
+
+def fetch_label_files(ws: Workspace, files: list[str]) -> list[str]:
+    """Local paths for returned-label files: local paths as they are; S3 URLs downloaded into ``queue/inbox/``.
+
+    An S3 URL is one object, or a prefix (e.g. ``s3://bucket/prefix/inbox/``): then every label file
+    (.jsonl, .csv, .json) under it. Files ingested before are skipped by ingest itself (ledger of digests).
+    """
+    out: list[str] = []
+    inbox = ws.queue_dir / "inbox"
+    for f in files:
+        if not s3.is_s3_url(f):
+            out.append(f)
+            continue
+        url = s3.normalise_url(f)
+        if s3.exists(url):
+            out.append(str(s3.download(url, inbox / Path(s3.split_url(url)[1]).name)))
+            continue
+        prefix = url.rstrip("/")
+        found = [u for u in s3.list_urls(prefix) if u.endswith(LABEL_SUFFIXES)]
+        if not found:
+            raise s3.S3Error(
+                f"no label files (.jsonl, .csv, .json) at {url}: check the URL and that the upload finished"
+            )
+        for u in found:
+            rel = u.removeprefix(prefix + "/").replace("/", "__")
+            out.append(str(s3.download(u, inbox / rel)))
+    return out
 
 
 def simulate_annotator(ws: Workspace, r: int, annotator: str = "oracle") -> str:
-    """Answer round ``r``'s batch from the held-apart ground truth, as a human would: a JSONL file.
+    """Answer round ``r``'s batch from the held-apart ground truth, as a human would: a JSONL file
+    (S3 backend: an object in the queue's ``inbox/``), whose path or URL is returned.
 
     This is the only code that reads ``oracle/truth.parquet``.
     """
@@ -123,8 +196,13 @@ def simulate_annotator(ws: Workspace, r: int, annotator: str = "oracle") -> str:
         if sid not in truth.index:
             raise WorkspaceError(f"the simulated annotator has no ground truth for '{sid}'")
         lines.append(json.dumps({"sample_id": sid, "label": classes[int(truth[sid])], "annotator": annotator}))
+    text = "\n".join(lines) + "\n"
+    if ws.params.queue.backend == "s3":  # annotators return labels to the queue's inbox
+        url = s3.join(queue_url(ws), "inbox", f"{round_name(r)}-{annotator}.jsonl")
+        s3.put_bytes(url, text.encode(), "application/jsonl")
+        return url
     path = ws.queue_dir / round_name(r) / "labels.jsonl"
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, text)
     return str(path)
 
 

@@ -22,10 +22,19 @@ from al_core.acquisition import get_strategy
 from al_core.scoring import compute_inputs
 from al_core.training import TrainResult, round_seeds
 from al_core.workspace import Workspace, atomic_write_json
-from tasks import queue, tracking, versioning
+from tasks import queue, s3, tracking, versioning
 from tasks.ingest import IngestResult, ingest_file
 
 log = logging.getLogger(__name__)
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only I/O failures that may pass by themselves (S3 down, timeouts)."""
+    try:
+        state.result()
+    except Exception as exc:
+        return s3.is_transient(exc)
+    return False
 
 
 def dvc_slot_name(ws: Workspace) -> str:
@@ -114,7 +123,7 @@ def score_and_select(root: str, data: pipeline.RoundData, model: Any | None) -> 
     }
 
 
-@task(name="export-batch", retries=2, retry_delay_seconds=3)
+@task(name="export-batch", retries=2, retry_delay_seconds=3, retry_condition_fn=retry_if_transient)
 def export_batch(root: str, r: int, data: pipeline.RoundData, selection: dict[str, Any], model_version: str | None):
     ws = Workspace(root)
     records = queue.batch_records(
@@ -150,6 +159,12 @@ def record_results(root: str, r: int, trained: bool, summary: dict[str, Any]) ->
     return head
 
 
+@task(name="fetch-label-files", retries=2, retry_delay_seconds=3, retry_condition_fn=retry_if_transient)
+def fetch_label_files(root: str, files: list[str]) -> list[str]:
+    """Local paths for the returned-label files (S3 URLs are downloaded into the workspace's queue/inbox/)."""
+    return queue.fetch_label_files(Workspace(root), files)
+
+
 @task(name="ingest-file")
 def ingest(root: str, path: str, partial: bool, source: str) -> IngestResult:
     return ingest_file(Workspace(root), path, partial=partial, source=source)
@@ -165,6 +180,6 @@ def version_ingested(root: str, message: str) -> str:
     return head
 
 
-@task(name="simulate-annotator")
+@task(name="simulate-annotator", retries=2, retry_delay_seconds=3, retry_condition_fn=retry_if_transient)
 def simulate_annotator(root: str, r: int) -> str:
     return queue.simulate_annotator(Workspace(root), r)

@@ -1,0 +1,196 @@
+"""S3 object I/O through boto3, for the labeling queue (DESIGN §7).
+
+The endpoint and the credentials come only from the standard AWS chain (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ...): nothing of them is ever written to
+params.yaml, MLflow, logs or queue files. botocore retries transient failures (connection refused or
+reset, timeouts, throttling, 5xx) in its ``standard`` mode; what still fails is raised as
+:class:`S3UnavailableError` (transient: worth a retry later) or :class:`S3Error` (fix something first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from al_core.errors import ALError
+from al_core.workspace import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+S3_SCHEME = "s3://"
+# codes that say "try again later"; anything else from S3 needs a fix first
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+
+
+class S3Error(ALError):
+    """An S3 request failed in a way a retry will not fix (missing bucket, access denied, no credentials)."""
+
+
+class S3UnavailableError(S3Error):
+    """The S3 endpoint could not be reached or answered a transient error, after botocore's own retries."""
+
+
+def is_s3_url(text: str) -> bool:
+    """``s3://bucket/key``, also as a path library leaves it (``s3:/bucket/key``)."""
+    return text.startswith("s3:/")
+
+
+def normalise_url(text: str) -> str:
+    if not is_s3_url(text):
+        raise S3Error(f"{text!r} is not an S3 URL: expected s3://bucket/prefix")
+    return S3_SCHEME + text.removeprefix("s3:").lstrip("/")
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` → ``("bucket", "a/b")`` (the key or prefix without leading/trailing slashes)."""
+    bucket, _, key = normalise_url(url).removeprefix(S3_SCHEME).partition("/")
+    if not bucket:
+        raise S3Error(f"{url!r} names no bucket: expected s3://bucket/prefix")
+    return bucket, key.strip("/")
+
+
+def join(url: str, *parts: str) -> str:
+    bucket, key = split_url(url)
+    return S3_SCHEME + "/".join(p.strip("/") for p in (bucket, key, *parts) if p.strip("/"))
+
+
+def endpoint() -> str:
+    """Where requests go, for messages (never credentials)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+
+
+@lru_cache(maxsize=8)
+def _client(endpoint_key: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    del endpoint_key  # part of the cache key only: a changed AWS_ENDPOINT_URL gets a new client
+    config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30)
+    return boto3.session.Session().client("s3", config=config)
+
+
+def client() -> Any:
+    """An S3 client from the standard AWS chain (endpoint, credentials, region)."""
+    keys = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION")
+    return _client("|".join(os.environ.get(k, "") for k in keys))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an I/O failure that may pass by itself (so a retry makes sense)."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, S3UnavailableError):
+        return True
+    if isinstance(exc, S3Error):
+        return False
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError | ReadTimeoutError):
+        return True
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code")) in TRANSIENT_CODES
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+@contextmanager
+def _errors(action: str, url: str) -> Iterator[None]:
+    """Turn botocore's exceptions into :class:`S3Error` / :class:`S3UnavailableError` naming the fix."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except NoCredentialsError:
+        raise S3Error(
+            f"{action} {url}: no AWS credentials. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); "
+            'for the local stack: eval "$(alp stack env)"'
+        ) from None
+    except (ClientError, BotoCoreError) as exc:
+        if is_transient(exc):
+            raise S3UnavailableError(
+                f"{action} {url}: the S3 endpoint ({endpoint()}) is unreachable or failing ({exc}). Check that it "
+                "runs (`alp stack status` for the local stack) and that AWS_ENDPOINT_URL points at it, then retry."
+            ) from exc
+        code = str(exc.response.get("Error", {}).get("Code")) if isinstance(exc, ClientError) else ""
+        hint = {
+            "NoSuchBucket": "the bucket does not exist: create it or fix the s3:// URL in params.yaml",
+            "AccessDenied": "access denied: check the AWS credentials and the bucket policy",
+            "InvalidAccessKeyId": "the AWS access key is not known to this endpoint: check AWS_ACCESS_KEY_ID",
+            "SignatureDoesNotMatch": "the AWS secret key does not match: check AWS_SECRET_ACCESS_KEY",
+        }.get(code, "see the error above")
+        raise S3Error(f"{action} {url} failed ({endpoint()}): {exc}; {hint}") from exc
+
+
+def get_bytes(url: str) -> bytes | None:
+    """The object's content, or None if there is no such object."""
+    bucket, key = split_url(url)
+    s3 = client()
+    with _errors("reading", url):
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+
+
+def put_bytes(url: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    """Write one object (a single PUT: readers see the old object or the new one, never part of it)."""
+    bucket, key = split_url(url)
+    with _errors("writing", url):
+        client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+    log.debug("wrote %s (%d bytes)", url, len(data))
+
+
+def exists(url: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_url(url)
+    with _errors("checking", url):
+        try:
+            client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+
+def list_urls(prefix_url: str) -> list[str]:
+    """Every object under ``prefix_url/`` (as s3:// URLs, sorted)."""
+    bucket, prefix = split_url(prefix_url)
+    out: list[str] = []
+    with _errors("listing", prefix_url):
+        pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else "")
+        for page in pages:
+            out.extend(f"{S3_SCHEME}{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+    return sorted(out)
+
+
+def download(url: str, dest: Path) -> Path:
+    """Copy one object to ``dest`` (atomically); raise :class:`S3Error` if it does not exist."""
+    data = get_bytes(url)
+    if data is None:
+        raise S3Error(f"no object at {url}: check the URL (`aws s3 ls` with the same endpoint lists what is there)")
+    atomic_write_bytes(dest, data)
+    return dest
