@@ -39,13 +39,17 @@ class DatasetParams(_Section):
     label_column: str = "label"
     #: table: feature columns (null = every numeric column but id and label)
     feature_columns: list[str] | None = None
+    #: a labeled validation split of this many samples taken out of the pool by `prepare` (like the
+    #: test split; used for early stopping, never queued). null = split val_fraction off the labeled set
+    val_size: int | None = Field(default=None, ge=1)
     #: the seed of the data preparation (generation, splits)
     seed: int = 0
 
 
 class ModelParams(_Section):
     #: auto picks cnn1d for mnist1d, cnn2d for images (mnist, digits), mlp for tables
-    arch: Literal["auto", "mlp", "cnn1d", "cnn2d"] = "auto"
+    #: bbald_cnn: the MNIST CNN of the BatchBALD paper (Kirsch et al. 2019), for images of 16×16 or more
+    arch: Literal["auto", "mlp", "cnn1d", "cnn2d", "bbald_cnn"] = "auto"
     hidden: int = Field(default=128, ge=1)
     dropout: float = Field(default=0.25, ge=0.0, lt=1.0)
 
@@ -61,6 +65,9 @@ class TrainingParams(_Section):
     min_steps: int = Field(default=300, ge=0)
     #: fraction of the labeled set held out for early stopping
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    #: samples per epoch (null = one pass over the labeled set); a small labeled set is cycled to this
+    #: length, like batchbald_redux's RandomFixedLengthSampler (Kirsch et al. 2019)
+    epoch_samples: int | None = Field(default=None, ge=1)
     device: str = "auto"
     #: rows per chunk when scoring the pool (bounds memory)
     chunk_size: int = Field(default=4096, ge=1)
@@ -85,6 +92,8 @@ class AcquisitionParams(_Section):
     #: size of the cold-start batch (round 0), chosen at random with initial_seed
     initial_size: int = Field(default=40, ge=1)
     initial_seed: int = 0
+    #: simulation only: draw the cold-start batch class-balanced from the ground truth (BatchBALD protocol)
+    initial_balanced: bool = False
     #: rounds a campaign runs (each trains, scores and queries)
     rounds: int = Field(default=6, ge=1)
     #: stop once this many labels are spent (null = rounds decide)

@@ -235,6 +235,22 @@ def load_dataset(p: DatasetParams) -> Dataset:
     return LOADERS[p.name](p)
 
 
+def take_validation(ds: Dataset, size: int | None, seed: int) -> tuple[Dataset, Dataset | None]:
+    """Move ``size`` random pool samples (seeded) into a labeled validation split, as the BatchBALD
+    protocol does (Kirsch et al. 2019). Returns (dataset without them, the split in ``test_*``)."""
+    if not size:
+        return ds, None
+    if size >= len(ds.pool_ids):
+        raise DatasetError(f"dataset.val_size = {size} leaves no pool ({len(ds.pool_ids)} samples); lower it")
+    val = np.sort(np.random.default_rng([seed, 1024]).choice(len(ds.pool_ids), size=size, replace=False))
+    keep = np.setdiff1d(np.arange(len(ds.pool_ids)), val)
+    pool = Dataset(ds.pool_ids[keep], ds.pool_X[keep], ds.pool_y[keep], ds.test_ids, ds.test_X, ds.test_y,
+                   ds.classes, ds.input_shape)  # fmt: skip
+    split = Dataset(ds.pool_ids[:0], ds.pool_X[:0], ds.pool_y[:0], ds.pool_ids[val], ds.pool_X[val], ds.pool_y[val],
+                    ds.classes, ds.input_shape)  # fmt: skip
+    return pool, split
+
+
 def _cap(idx: np.ndarray, size: int | None, seed: int) -> np.ndarray:
     if size is None or size >= len(idx):
         return idx

@@ -29,8 +29,8 @@ from al_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Arch = Literal["mlp", "cnn1d", "cnn2d"]
-ARCHS: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d")
+Arch = Literal["mlp", "cnn1d", "cnn2d", "bbald_cnn"]
+ARCHS: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d", "bbald_cnn")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -173,9 +173,41 @@ def _build(arch: str, input_shape: tuple[int, ...], n_classes: int, hidden: int,
         )
         flat = 64 * (h // 4) * (w // 4)
         tail = nn.Sequential(GeneratorDropout(dropout), nn.Linear(flat, hidden), nn.ReLU(), GeneratorDropout(dropout))
+    elif arch == "bbald_cnn":
+        trunk, tail = _bbald_cnn(input_shape, hidden, dropout)
     else:
         raise ConfigError(f"model.arch = {arch!r} is not an architecture: use one of {', '.join(ARCHS)}")
     return ALNet(trunk, tail, nn.Linear(hidden, n_classes))
+
+
+def _bbald_cnn(input_shape: tuple[int, ...], hidden: int, dropout: float) -> tuple[nn.Module, nn.Module]:
+    """The MNIST CNN of BatchBALD (Kirsch et al. 2019; batchbald_redux's BayesianConvNet):
+    conv 32 5×5 → dropout → maxpool → ReLU, conv 64 5×5 → dropout → maxpool → ReLU,
+    fc ``hidden`` (128) → dropout → ReLU → (head) fc C. Trunk = conv1 (before the first dropout)."""
+    if len(input_shape) == 2:
+        channels, (h, w) = 1, input_shape
+    elif len(input_shape) == 3:
+        channels, h, w = input_shape
+    else:
+        raise ConfigError(f"model.arch = bbald_cnn needs inputs of shape [H, W] or [C, H, W], got {list(input_shape)}")
+    oh, ow = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
+    if oh < 1 or ow < 1:
+        raise ConfigError(f"model.arch = bbald_cnn needs images of at least 16×16, got {h}×{w}: use cnn2d")
+    trunk = nn.Sequential(_Unsqueeze(channels, h, w), nn.Conv2d(channels, 32, 5))
+    tail = nn.Sequential(
+        GeneratorDropout(dropout),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 5),
+        GeneratorDropout(dropout),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * oh * ow, hidden),
+        GeneratorDropout(dropout),
+        nn.ReLU(),
+    )
+    return trunk, tail
 
 
 def _conv_len(n: int, k: int, pad: int, stride: int) -> int:
@@ -241,6 +273,7 @@ class NeuralClassifier:
         device: str = "auto",
         seed: int = 0,
         chunk_size: int = 4096,
+        epoch_samples: int | None = None,
     ):
         self.arch = arch
         self.input_shape = tuple(input_shape)
@@ -257,6 +290,7 @@ class NeuralClassifier:
         self.device = device
         self.seed = seed
         self.chunk_size = chunk_size
+        self.epoch_samples = epoch_samples
 
     # ------------------------------------------------------------------ fit
     def _init_module(self) -> None:
@@ -275,8 +309,13 @@ class NeuralClassifier:
         X: np.ndarray | torch.Tensor,
         y: np.ndarray | torch.Tensor,
         sample_weight: np.ndarray | torch.Tensor | None = None,
+        X_val: np.ndarray | torch.Tensor | None = None,
+        y_val: np.ndarray | torch.Tensor | None = None,
     ) -> NeuralClassifier:
-        """Train on X [N, F] and integer labels y [N]; ``sample_weight`` [N] scales each sample's loss."""
+        """Train on X [N, F] and integer labels y [N]; ``sample_weight`` [N] scales each sample's loss.
+
+        ``X_val`` [V, F], ``y_val`` [V]: a fixed labeled validation set for early stopping (else a
+        stratified ``val_fraction`` of the labeled set is held out)."""
         self._init_module()
         X_t = _as_tensor(X, torch.float32)
         y_t = _as_tensor(y, torch.long)
@@ -288,10 +327,14 @@ class NeuralClassifier:
         if int(y_t.min()) < 0 or int(y_t.max()) >= self.n_classes:
             raise ValueError(f"labels must be in [0, {self.n_classes}), got [{int(y_t.min())}, {int(y_t.max())}]")
         rng = np.random.default_rng(self.seed)
-        train_idx, val_idx = stratified_split(y_t.numpy(), self.val_fraction, rng)
         dev = self.device_
+        if X_val is not None and y_val is not None and len(y_val):
+            train_idx, val_idx = np.arange(len(y_t)), np.arange(len(y_val))
+            Xva, yva = _as_tensor(X_val, torch.float32).to(dev), _as_tensor(y_val, torch.long).to(dev)
+        else:
+            train_idx, val_idx = stratified_split(y_t.numpy(), self.val_fraction, rng)
+            Xva, yva = X_t[val_idx].to(dev), y_t[val_idx].to(dev)
         Xtr, ytr, wtr = X_t[train_idx].to(dev), y_t[train_idx].to(dev), w_t[train_idx].to(dev)
-        Xva, yva = X_t[val_idx].to(dev), y_t[val_idx].to(dev)
 
         g_shuffle = _generator(self.seed + 1, torch.device("cpu"))
         set_dropout_generator(self.module_, _generator(self.seed + 2, dev))
@@ -299,15 +342,18 @@ class NeuralClassifier:
         hist = FitHistory()
         best_state, best_val, bad = None, math.inf, 0
         n = len(Xtr)
+        # an epoch is one pass, or the shuffled set cycled to `epoch_samples` (RandomFixedLengthSampler)
+        epoch_len = max(n, self.epoch_samples or 0)
         # Small labeled sets give one or two steps per epoch: train at least `min_steps` optimizer
         # steps before early stopping may end the run, so tiny sets are not left underfit.
-        steps_per_epoch = math.ceil(n / self.batch_size)
+        steps_per_epoch = math.ceil(epoch_len / self.batch_size)
         max_epochs = max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
         for epoch in range(max_epochs):
             self.module_.train()
-            perm = torch.randperm(n, generator=g_shuffle).to(dev)
+            perm = torch.cat([torch.randperm(n, generator=g_shuffle) for _ in range(math.ceil(epoch_len / n))])
+            perm = perm[:epoch_len].to(dev)
             total = 0.0
-            for start in range(0, n, self.batch_size):
+            for start in range(0, epoch_len, self.batch_size):
                 idx = perm[start : start + self.batch_size]
                 logits = self.module_(Xtr[idx])
                 loss = (F.cross_entropy(logits, ytr[idx], reduction="none") * wtr[idx]).sum() / wtr[idx].sum()
@@ -315,7 +361,7 @@ class NeuralClassifier:
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-            hist.train_loss.append(total / n)
+            hist.train_loss.append(total / epoch_len)
             if len(val_idx) == 0:
                 continue
             val = self._loss(Xva, yva)
@@ -411,6 +457,7 @@ class NeuralClassifier:
                 "device",
                 "seed",
                 "chunk_size",
+                "epoch_samples",
             )
         }
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from al_core.acquisition import get_strategy
-from al_core.data import load_dataset, write_features
+from al_core.data import load_dataset, take_validation, write_features
 from al_core.errors import WorkspaceError
 from al_core.models import NeuralClassifier
 from al_core.training import TrainResult, evaluate, round_seeds, train_round_model
@@ -20,12 +20,16 @@ from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_json
 
 def prepare(ws: Workspace) -> dict:
     """prepare stage: build pool, test split and (apart) the ground truth from ``dataset`` params."""
-    ds = load_dataset(ws.params.dataset)
+    ds, val = take_validation(load_dataset(ws.params.dataset), ws.params.dataset.val_size, ws.params.dataset.seed)
+    # a labeled holdout like the test split, never in the pool, never queued (empty without val_size)
+    v_ids, v_X, v_y = (val.test_ids, val.test_X, val.test_y) if val else (ds.pool_ids[:0], ds.pool_X[:0], ds.pool_y[:0])
+    write_features(ws.val_path, v_ids, v_X, v_y)
     write_features(ws.pool_path, ds.pool_ids, ds.pool_X)
     write_features(ws.test_path, ds.test_ids, ds.test_X, ds.test_y)
     ws.truth_path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"sample_id": ds.pool_ids, "label": ds.pool_y}).to_parquet(ws.truth_path, index=False)
     meta = ds.meta(ws.params.dataset.name)
+    meta["n_val"] = len(val.test_ids) if val is not None else 0
     atomic_write_json(ws.meta_path, meta)
     return meta
 
@@ -78,6 +82,7 @@ def train(ws: Workspace, data: RoundData | None = None) -> TrainResult:
         raise WorkspaceError("the labeled set is empty: ingest the cold-start batch's labels before training")
     meta = ws.meta()
     strategy = get_strategy(params.acquisition.strategy, params.acquisition)
+    X_val, y_val = ws.val_set() or (None, None)
     result = train_round_model(
         params,
         tuple(meta["input_shape"]),
@@ -88,11 +93,29 @@ def train(ws: Workspace, data: RoundData | None = None) -> TrainResult:
         round_idx=r,
         strategy=strategy,
         X_unlabeled=data.X_pool[data.candidate_idx],
+        X_val=X_val,
+        y_val=y_val,
     )
     # pseudo-label indices are into the candidates; report them as pool indices
     result.pseudo_indices = data.candidate_idx[result.pseudo_indices]
     atomic_write_bytes(ws.model_path, result.model.to_bytes())
     return result
+
+
+def balanced_cold_start(labels_N: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``min(k, N)`` indices drawn class-balanced (⌊k/C⌋ per class, the rest from random classes),
+    seeded: the BatchBALD protocol's initial set (Kirsch et al. 2019; simulation only)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels_N)
+    per_class = {c: rng.permutation(np.flatnonzero(labels_N == c)) for c in classes}
+    quota = {c: k // len(classes) for c in classes}
+    for c in rng.permutation(classes)[: k % len(classes)]:
+        quota[c] += 1
+    chosen = np.concatenate([per_class[c][: quota[c]] for c in classes]).astype(np.int64)
+    if len(chosen) < min(k, len(labels_N)):  # a class ran short: top up at random
+        rest = rng.permutation(np.setdiff1d(np.arange(len(labels_N)), chosen))
+        chosen = np.concatenate([chosen, rest[: min(k, len(labels_N)) - len(chosen)]])
+    return rng.permutation(chosen)
 
 
 def load_model(ws: Workspace) -> NeuralClassifier:

@@ -58,6 +58,7 @@ def make_classifier(params: Params, input_shape: tuple[int, ...], n_classes: int
         device=t.device,
         seed=seed,
         chunk_size=t.chunk_size,
+        epoch_samples=t.epoch_samples,
     )
 
 
@@ -83,12 +84,16 @@ def train_round_model(
     round_idx: int,
     strategy: Strategy | None = None,
     X_unlabeled: np.ndarray | None = None,
+    X_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit on the labeled set; if ``strategy`` pseudo-labels (CEAL, Wang et al. 2016), refit on
-    labeled + pseudo-labeled unlabeled samples, each pseudo-label weighted ``ceal.weight``."""
+    labeled + pseudo-labeled unlabeled samples, each pseudo-label weighted ``ceal.weight``.
+    ``X_val``/``y_val``: the fixed labeled validation split (``dataset.val_size``) for early stopping."""
     start = time.perf_counter()
     apply_cpu_threads(params)
-    model = make_classifier(params, input_shape, n_classes, seed).fit(X_labeled, y_labeled)
+    val = {"X_val": X_val, "y_val": y_val}
+    model = make_classifier(params, input_shape, n_classes, seed).fit(X_labeled, y_labeled, **val)
     result = TrainResult(model=model, n_labeled=len(y_labeled), seconds=0.0, epochs=model.n_epochs_)
     if strategy is not None and X_unlabeled is not None and len(X_unlabeled):
         pseudo = strategy.pseudo_labels(model.predict_proba(X_unlabeled), round_idx)
@@ -97,7 +102,7 @@ def train_round_model(
             X = np.concatenate([X_labeled, X_unlabeled[idx]])
             y = np.concatenate([y_labeled, lab.astype(np.int64)])
             w = np.concatenate([np.ones(len(y_labeled)), np.full(len(idx), params.acquisition.ceal.weight)])
-            model = make_classifier(params, input_shape, n_classes, seed).fit(X, y, sample_weight=w)
+            model = make_classifier(params, input_shape, n_classes, seed).fit(X, y, sample_weight=w, **val)
             result.model, result.epochs = model, result.epochs + model.n_epochs_
             result.pseudo_indices, result.pseudo_labels = idx.astype(np.int64), lab.astype(np.int64)
     result.seconds = time.perf_counter() - start

@@ -96,6 +96,10 @@ class Workspace:
         return self.data_dir / "test.parquet"
 
     @property
+    def val_path(self) -> Path:
+        return self.data_dir / "val.parquet"
+
+    @property
     def meta_path(self) -> Path:
         return self.data_dir / "meta.json"
 
@@ -173,6 +177,13 @@ class Workspace:
         ids, X, y = read_features(self.test_path)
         assert y is not None
         return ids, X, y
+
+    def val_set(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The fixed labeled validation split (``dataset.val_size``): (X, y), or None without one."""
+        if not self.val_path.exists():
+            return None
+        _, X, y = read_features(self.val_path)
+        return (X, y) if y is not None and len(y) else None
 
     def labeled_files(self) -> list[Path]:
         if not self.labeled_dir.exists():

@@ -82,7 +82,15 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
             truth = queue.truth_labels(ws, data.pool_ids[trained.pseudo_indices])
             run_metrics["n_pseudo_wrong"] = int((truth != trained.pseudo_labels).sum())
 
-    selection = steps.score_and_select(root, data, model)
+    cold_start_labels = None
+    if model is None and params.acquisition.initial_balanced:
+        if not simulate:
+            raise WorkspaceError(
+                "acquisition.initial_balanced draws the cold-start batch by class from the ground truth, which only "
+                "a simulated campaign (alp campaign / alp benchmark) has: set it to false for a real campaign"
+            )
+        cold_start_labels = queue.truth_labels(ws, data.pool_ids[data.candidate_idx])
+    selection = steps.score_and_select(root, data, model, cold_start_labels)
     report = batch_report(selection["probs"], selection["scores"], ws.classes) if model is not None else {}
     run_metrics["seconds_score"] = selection["seconds_score"]
     run_metrics["seconds_select"] = selection["seconds_select"]

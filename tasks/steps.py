@@ -18,7 +18,7 @@ from prefect import task
 from prefect.concurrency.sync import concurrency
 
 from al_core import pipeline
-from al_core.acquisition import get_strategy
+from al_core.acquisition import Acquisition, get_strategy
 from al_core.scoring import compute_inputs
 from al_core.training import TrainResult, round_seeds
 from al_core.workspace import Workspace, atomic_write_json
@@ -82,14 +82,18 @@ def evaluate(root: str, result: TrainResult) -> dict[str, Any]:
 
 
 @task(name="score-and-select")
-def score_and_select(root: str, data: pipeline.RoundData, model: Any | None) -> dict[str, Any]:
-    """Score the candidates with the configured strategy and pick the batch (cold start: random)."""
+def score_and_select(
+    root: str, data: pipeline.RoundData, model: Any | None, cold_start_labels: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Score the candidates with the configured strategy and pick the batch (cold start: random, or
+    class-balanced from ``cold_start_labels`` [candidates] when a simulation passes them)."""
     import time
 
     ws = Workspace(root)
     acq_params = ws.params.acquisition
     seeds = round_seeds(ws.params.seed, data.round)
     cand = data.candidate_idx
+    cold_start_name = "random (cold start)" if cold_start_labels is None else "balanced (cold start)"
     if model is None:  # cold start: the first batch is random, from the initial seed
         k = acq_params.initial_size
         strategy = get_strategy("random")
@@ -108,12 +112,16 @@ def score_and_select(root: str, data: pipeline.RoundData, model: Any | None) -> 
         model, strategy, X_cand, data.X_labeled, mc_samples=acq_params.mc_samples, seed=seeds["score"], probs_N_C=probs
     )
     t1 = time.perf_counter()
-    acq = strategy.select(inputs, k, gen)
+    if model is None and cold_start_labels is not None:
+        picked = torch.as_tensor(pipeline.balanced_cold_start(cold_start_labels, k, acq_params.initial_seed))
+        acq = Acquisition(indices=picked, scores=torch.zeros(len(picked)))
+    else:
+        acq = strategy.select(inputs, k, gen)
     t2 = time.perf_counter()
     chosen = acq.indices.cpu().numpy()
     sel_probs = probs[acq.indices.cpu()].cpu().numpy() if probs is not None else None
     return {
-        "strategy": strategy.name if model is not None else "random (cold start)",
+        "strategy": strategy.name if model is not None else cold_start_name,
         "pool_idx": cand[chosen],
         "scores": acq.scores.cpu().numpy(),
         "probs": sel_probs,

@@ -70,7 +70,10 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def campaign_run(ws: Workspace, params: Params, label: str | None = None) -> str:
-    """The parent run of the workspace's campaign (created once, then reused)."""
+    """The parent run of the workspace's campaign (created once, then reused).
+
+    A benchmark nests it under its own run: ``parent_run_id`` (and ``campaign_run_name``) in the
+    workspace state (``.alp/state.json``); without them a campaign run is top-level, as in production."""
     mlflow = _mlflow(ws)
     exp_id = experiment_id(ws)
     state = ws.state()
@@ -82,7 +85,11 @@ def campaign_run(ws: Workspace, params: Params, label: str | None = None) -> str
         except Exception as exc:
             log.warning("campaign run %s not found (%s); starting a new one", run_id, exc)
     client = mlflow.MlflowClient()
-    run = client.create_run(exp_id, run_name=label or f"campaign-{ws.name}", tags={"alp.kind": "campaign"})
+    tags = {"alp.kind": "campaign"}
+    if state.get("parent_run_id"):
+        tags["mlflow.parentRunId"] = state["parent_run_id"]
+    name = label or state.get("campaign_run_name") or f"campaign-{ws.name}"
+    run = client.create_run(exp_id, run_name=name, tags=tags)
     safe = flatten(params.model_dump(mode="json", exclude={"tracking", "versioning"}))
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in safe.items()])
     ws.update_state(campaign_run_id=run.info.run_id, tracking_uri=tracking_uri(ws), experiment_id=exp_id)
