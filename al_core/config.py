@@ -151,6 +151,26 @@ class VersioningParams(_Section):
     push: bool = True
 
 
+class ScheduleParams(_Section):
+    """When rounds run by themselves under `alp serve` (Prefect deployments; editable in the UI)."""
+
+    #: cron expression of scheduled rounds (e.g. "0 6 * * 1-5"); null = no schedule, rounds on label arrival only
+    round_cron: str | None = None
+    #: seconds between two looks at the queue's inbox (queue/inbox/ or the S3 inbox prefix)
+    inbox_interval_s: int = Field(default=60, ge=1)
+    #: the next round starts once this share of the newest batch is labeled (1.0 = the whole batch) ...
+    trigger_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    #: ... and, below the whole batch, once the batch has waited this many seconds since its export
+    trigger_wait_s: int = Field(default=0, ge=0)
+
+    @field_validator("round_cron")
+    @classmethod
+    def _cron_fields(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) not in (5, 6):
+            raise ValueError(f"schedule.round_cron = {v!r}: expected a cron expression of 5 fields, e.g. '0 6 * * *'")
+        return v
+
+
 class Params(_Section):
     """params.yaml."""
 
@@ -162,6 +182,7 @@ class Params(_Section):
     queue: QueueParams = QueueParams()
     tracking: TrackingParams = TrackingParams()
     versioning: VersioningParams = VersioningParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     @model_validator(mode="after")
     def _dataset_paths(self) -> Params:

@@ -212,6 +212,7 @@ def rounds_table(summaries: list[dict[str, Any]], title: str) -> Table:
 
 def status_data(directory: Path) -> dict[str, Any]:
     from al_core.workspace import Workspace, round_name
+    from flows.serve import operations_status
 
     ws = Workspace(directory).require()
     labeled = ws.labeled_set()
@@ -227,6 +228,7 @@ def status_data(directory: Path) -> dict[str, Any]:
         ],
         "queue": {round_name(r): {"waiting": len(ids)} for r, ids in pending.items()},
         "next_round": ws.next_round(),
+        **operations_status(ws),
     }
 
 
@@ -253,9 +255,17 @@ def status(
             console.print(f"queue {name}: {q['waiting']} sample(s) waiting for labels")
     else:
         console.print("queue: nothing waiting for labels")
+    print_operations(console, data)
 
 
 app.add_typer(stack_app, name="stack")
+
+
+from flows.serve import print_operations, serve_command  # noqa: E402  (light: Prefect is imported inside)
+from flows.webhook import webhook_command  # noqa: E402
+
+app.command("serve")(serve_command)
+app.command("webhook")(webhook_command)
 
 
 def main() -> None:  # pragma: no cover

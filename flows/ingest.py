@@ -9,7 +9,7 @@ from prefect import flow
 
 from al_core.errors import ALError
 from al_core.workspace import Workspace
-from tasks import steps
+from tasks import events, steps
 
 
 @flow(name="alp-ingest", log_prints=True)
@@ -25,4 +25,6 @@ def ingest_flow(workspace: str, files: list[str], partial: bool = False, source:
     if added:
         rounds = sorted({rnd for r in results for rnd in r.rounds})
         steps.version_ingested(str(ws.root), f"ingest {added} label(s) for round(s) {rounds}")
+        events.emit_labels_ingested(ws, added, rounds)
+        events.announce_if_ready(ws)
     return [r.__dict__ for r in results]

@@ -17,7 +17,7 @@ from al_core.acquisition.report import batch_report
 from al_core.errors import WorkspaceError
 from al_core.training import round_seeds
 from al_core.workspace import Workspace, round_name
-from tasks import queue, steps, tracking
+from tasks import artifacts, queue, steps, tracking
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,19 @@ def round_lock(ws: Workspace) -> Iterator[None]:
 
 
 @flow(name="alp-round", log_prints=True)
-def round_flow(workspace: str, simulate: bool = False) -> dict[str, Any]:
-    """One active-learning round in ``workspace``; returns the round's summary."""
+def round_flow(workspace: str, simulate: bool = False, after_batch: int | None = None) -> dict[str, Any]:
+    """One active-learning round in ``workspace``; returns the round's summary.
+
+    ``after_batch`` (set by the ``alp.batch.ready`` trigger of ``alp serve``): run only if batch
+    ``after_batch`` is still the newest, so a second trigger for the same batch is a no-op
+    (returns ``{"skipped": ...}``), not a second round.
+    """
     ws = Workspace(workspace).require()
     with round_lock(ws):
+        if after_batch is not None and ws.next_round() != after_batch + 1:
+            reason = f"batch {round_name(after_batch)} already has its next round (next is {ws.next_round()})"
+            print(f"round skipped: {reason}")
+            return {"skipped": reason, "round": None}
         return _run_round(ws, simulate)
 
 
@@ -152,4 +161,5 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
     summary["champion"] = logged.get("champion", False)
     summary["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
     steps.record_results(root, r, trained is not None, summary)
+    artifacts.publish_round_artifacts(root, history)
     return summary
