@@ -40,7 +40,7 @@ import psutil
 import typer
 
 from al_core.errors import ALError
-from al_core.workspace import atomic_write_json, atomic_write_text
+from al_core.workspace import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,42 @@ def install_postgres(log_path: Path) -> Path:
     if bindir is None:
         raise StackError(f"postgresql was installed but no server binaries were found: see {log_path}")
     return bindir
+
+
+# ------------------------------------------------------------------------------------------------ S3 (moto)
+def keep_complete_lines(path: Path) -> None:
+    """Drop a recording's last line if a crash cut it short (moto's replay stops at the first bad line)."""
+    if not path.exists():
+        path.touch()
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+
+
+def serve_s3(host: str, port: int) -> None:
+    """moto's server, recording only the requests that change state, one whole line at a time.
+
+    moto appends each request to its recording from whichever server thread handles it; requests
+    that arrive together (MLflow uploads artifacts in parallel) could interleave their lines, and a
+    replay stops at the first bad one. Reads change nothing, so they are not recorded at all.
+    """
+    import threading
+
+    from moto.moto_api._internal.recorder.models import Recorder
+    from moto.server import main
+
+    lock = threading.Lock()
+    record = Recorder._record_request
+
+    def record_writes(self: Recorder, request: Any, body: bytes | None = None) -> None:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return
+        with lock:
+            record(self, request, body)
+
+    Recorder._record_request = record_writes  # type: ignore[method-assign]
+    main(["-H", host, "-p", str(port)])
 
 
 # ------------------------------------------------------------------------------------------------- processes
@@ -373,18 +409,21 @@ class Stack:
 
     def start_s3(self, timeout: float) -> None:
         self.recording_path.parent.mkdir(parents=True, exist_ok=True)
-        self.recording_path.touch()
+        keep_complete_lines(self.recording_path)
         env = self._base_env() | {
             "MOTO_ENABLE_RECORDING": "true",
             "MOTO_RECORDER_FILEPATH": str(self.recording_path),
         }
         port = self.port("s3")
-        proc = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], env)
+        proc = self._spawn("s3", [sys.executable, "-m", "flows.stack", "serve-s3", HOST, str(port)], env)
         self._wait("s3", proc, lambda: port_open(port), timeout)
         # replay what the endpoint held before it stopped (the replay itself is not recorded again)
         replay = f"{self.url('s3')}/moto-api/recorder/replay-recording"
-        if not http_ok(replay, timeout=max(30.0, timeout), method="POST"):
-            raise StackError(f"s3: replaying {self.recording_path} failed:\n{self.log_tail('s3')}")
+        if not http_ok(replay, timeout=max(60.0, timeout), method="POST"):
+            raise StackError(
+                f"s3: replaying {self.recording_path} failed (log: {self.log_path('s3')}). Move the recording "
+                "away to start with an empty bucket."
+            )
         self._ensure_bucket()
 
     def _ensure_bucket(self) -> None:
@@ -601,3 +640,9 @@ def env(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
         typer.echo(Stack(state_dir).env_script(), nl=False)
     except ALError as exc:
         _fail(exc)
+
+
+if __name__ == "__main__":  # the S3 endpoint's process: python -m flows.stack serve-s3 HOST PORT
+    if sys.argv[1:2] != ["serve-s3"] or len(sys.argv) != 4:
+        sys.exit("usage: python -m flows.stack serve-s3 HOST PORT (alp stack up runs it)")
+    serve_s3(sys.argv[2], int(sys.argv[3]))

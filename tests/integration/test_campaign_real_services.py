@@ -25,7 +25,7 @@ ROUNDS = ["round-000", "round-001", "round-002"]
 def campaign(stack, stack_env, tmp_path_factory):
     bucket = stack.bucket
     prefix = f"it-{uuid.uuid4().hex[:8]}"
-    root = tmp_path_factory.mktemp("real") / "ws"
+    root = tmp_path_factory.mktemp("real") / "ws-campaign"  # its name: the MLflow experiment
     ws = init_workspace(
         root,
         small_overrides(
