@@ -268,6 +268,11 @@ app.command("serve")(serve_command)
 app.command("webhook")(webhook_command)
 
 
+from flows.benchmark import benchmark_command  # noqa: E402  (light: heavy imports happen inside)
+
+app.command("benchmark")(benchmark_command)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

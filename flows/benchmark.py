@@ -1,0 +1,585 @@
+"""``alp benchmark CONFIG``: label efficiency, measured.
+
+Every strategy × seed of a benchmark config runs as a simulated campaign through the production
+code — :func:`flows.workspace_init.init_workspace` then :func:`flows.campaign.campaign_flow`, one
+workspace each under the output folder — in parallel worker processes, each on one torch thread.
+
+* **Prefect**: with ``PREFECT_API_URL`` set (or a Prefect test harness active) every worker uses
+  that API; otherwise each worker gets its own ``PREFECT_HOME`` (its own ephemeral API and SQLite
+  database) under the output folder, so parallel processes never share an ephemeral database.
+  ``--workers 1`` runs the campaigns in this process.
+* **MLflow** (``OUT/mlflow.db``): one parent run per benchmark; each campaign's run is nested under
+  it (the workspace state's ``parent_run_id``) and holds its per-round metrics (step = round) plus
+  ``test_accuracy_by_labels`` (step = labels) and the campaign's summary; the rounds are nested
+  under their campaign run, as in production.
+* **Resumable**: a finished campaign writes ``OUT/results/NAME.json`` and is never redone; an
+  interrupted one continues from its workspace (``campaign_flow`` answers pending batches and goes
+  on), or restarts from scratch if its workspace cannot continue.
+* **Outputs**: ``OUT/learning_curve.png`` (mean ± std over seeds per strategy), ``OUT/results.md``
+  (labels to each target, AULC, final accuracy, s/round, class balance) and ``OUT/results.json``.
+
+Benchmark workspaces set ``tracking.log_model: false`` and ``versioning.push: false`` for speed
+(overridable in the config's ``params``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from al_core.benchmark import (
+    BenchmarkConfig,
+    MeanCurve,
+    RunResult,
+    markdown_table,
+    mean_std_curve,
+    parse_benchmark_config,
+    summarize,
+)
+from al_core.errors import ALError, ConfigError
+from al_core.workspace import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # a worker's ephemeral API starts slowly on a loaded machine (the default wait is 20 s)
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
+# ------------------------------------------------------------------------------ config
+def load_benchmark_config(path: str | Path, sets: dict[str, Any] | None = None) -> BenchmarkConfig:
+    """Read a benchmark YAML; ``sets`` override top-level keys (``budget``) or ``params.KEY.PATH``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"benchmark config {path} does not exist (see benchmarks/configs/ for examples)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if isinstance(data, dict):
+        for key, value in (sets or {}).items():
+            if key.startswith("params."):
+                data.setdefault("params", {})[key.removeprefix("params.")] = value
+            else:
+                data[key] = value
+    return parse_benchmark_config(data, str(path))
+
+
+def job_name(strategy: str, seed: int) -> str:
+    return f"{strategy}-s{seed}"
+
+
+def _mlflow_name(text: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and spaces."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+
+
+# ------------------------------------------------------------------------------ worker side
+def _init_worker(env: dict[str, str], prefect_root: str | None) -> None:
+    """Runs first in each spawned worker, before Prefect is imported there: its settings come from here."""
+    os.environ.update(env)
+    if prefect_root is not None:  # no shared API: this worker's own ephemeral API and database
+        home = Path(prefect_root) / f"worker-{os.getpid()}"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
+    import signal
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    # terminate() → a normal exit, so atexit stops this worker's ephemeral Prefect server too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One strategy × seed campaign, to the end of its budget; writes and returns its result.
+
+    Continues an existing workspace; a workspace that cannot continue (e.g. a crash left it
+    half-versioned) is discarded, with its MLflow run, and the campaign restarts from scratch."""
+    from al_core.errors import WorkspaceError
+    from al_core.workspace import Workspace
+    from flows.campaign import campaign_flow
+    from flows.workspace_init import init_workspace
+
+    root = Path(job["workspace"])
+    summaries: list[dict[str, Any]] = []
+    for attempt in (0, 1):
+        if not (root / "params.yaml").exists() or not (root / ".dvc").is_dir():
+            shutil.rmtree(root, ignore_errors=True)  # never made, or an init that did not finish
+            init_workspace(root, job["overrides"])
+        ws = Workspace(root)
+        if ws.state().get("parent_run_id") != job["parent_run_id"]:
+            ws.update_state(parent_run_id=job["parent_run_id"], campaign_run_name=job["name"])
+        t0 = time.perf_counter()
+        try:
+            summaries = campaign_flow(str(root))
+            break
+        except WorkspaceError as exc:
+            if attempt:
+                raise
+            log.warning("%s cannot continue (%s); restarting it from scratch", job["name"], exc)
+            _discard_run(job["tracking_uri"], ws.state().get("campaign_run_id"))
+            shutil.rmtree(root)
+    wall = time.perf_counter() - t0
+    ws = Workspace(root)
+    if summaries:  # wall clock of whole rounds, summed over the invocations that ran some
+        timing = ws.state().get("benchmark_timing", {"seconds": 0.0, "rounds": 0})
+        timing = {"seconds": timing["seconds"] + wall, "rounds": timing["rounds"] + len(summaries)}
+        ws.update_state(benchmark_timing=timing)
+    timing = ws.state().get("benchmark_timing", {"seconds": 0.0, "rounds": 0})
+    trained = [s for s in ws.round_summaries() if s.get("metrics")]
+    labeled = ws.labeled_set()
+    acquired = labeled[labeled["round"] > 0]["label"].astype(str)  # what the strategy chose (not round 0)
+    seconds = {k: [s["seconds"].get(k, 0.0) for s in trained] for k in ("train", "score", "select", "total")}
+    result = {
+        "name": job["name"],
+        "strategy": job["strategy"],
+        "seed": job["seed"],
+        "labels": [int(s["n_labels"]) for s in trained],
+        "accuracy": [float(s["metrics"]["test_accuracy"]) for s in trained],
+        "macro_f1": [float(s["metrics"]["test_macro_f1"]) for s in trained],
+        "acquired_counts": [int((acquired == c).sum()) for c in ws.classes],
+        "classes": ws.classes,
+        # wall clock of whole rounds run by this invocation (train, score, select, annotate, ingest,
+        # DVC/git versioning, MLflow logging); the parts are the round flow's own timings
+        "seconds_per_round": timing["seconds"] / max(timing["rounds"], 1),
+        "rounds_timed": timing["rounds"],
+        "mean_seconds": {k: sum(v) / len(v) if v else 0.0 for k, v in seconds.items()},
+        "wall_seconds": timing["seconds"],
+        "run_id": ws.state().get("campaign_run_id"),
+        "workspace": str(root),
+        "mlflow_logged": False,
+    }
+    atomic_write_json(Path(job["result_path"]), result)
+    return result
+
+
+def _discard_run(tracking_uri: str, run_id: str | None) -> None:
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    with contextlib.suppress(Exception):  # already gone: nothing to discard
+        MlflowClient(tracking_uri).delete_run(run_id)
+
+
+# ------------------------------------------------------------------------------ orchestration
+class BenchmarkRun:
+    """The output folder of one benchmark: workspaces, results, MLflow store, figure and table."""
+
+    def __init__(self, cfg: BenchmarkConfig, out: Path):
+        self.cfg = cfg
+        self.out = out.expanduser().resolve()
+        self.tracking_uri = f"sqlite:///{self.out / 'mlflow.db'}"
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "benchmark.json"
+
+    def result_path(self, name: str) -> Path:
+        return self.out / "results" / f"{name}.json"
+
+    def workspace(self, name: str) -> Path:
+        return self.out / "workspaces" / name
+
+    def protocol(self) -> dict[str, Any]:
+        """What every campaign shares; a resumed benchmark must have the same."""
+        return json.loads(json.dumps(self.cfg.overrides(), default=str))
+
+    def prepare(self) -> str:
+        """Create (or check and reuse) the folder, the MLflow experiment and the parent run."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        if state and state.get("protocol") != self.protocol():
+            raise ConfigError(
+                f"{self.out} holds a benchmark run with a different protocol ({self.state_path}); "
+                "resume it with the same config, or pass a new --out"
+            )
+        client = self._client()
+        exp = client.get_experiment_by_name(self.cfg.name)
+        exp_id = (
+            exp.experiment_id
+            if exp is not None
+            else client.create_experiment(self.cfg.name, artifact_location=(self.out / "mlartifacts").as_uri())
+        )
+        run_id = state.get("parent_run_id")
+        if run_id:
+            try:
+                client.get_run(run_id)
+            except Exception:  # the store was removed: start a new parent run
+                run_id = None
+        if not run_id:
+            run = client.create_run(exp_id, run_name=f"benchmark-{self.cfg.name}", tags={"alp.kind": "benchmark"})
+            run_id = run.info.run_id
+            params = {k: str(v) for k, v in self.cfg.model_dump(exclude={"params"}).items()}
+            params.update({f"params.{k}": str(v) for k, v in self.cfg.overrides().items()})
+            from mlflow.entities import Param
+
+            client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        atomic_write_json(
+            self.state_path,
+            {"protocol": self.protocol(), "parent_run_id": run_id, "experiment_id": exp_id, "name": self.cfg.name},
+        )
+        return run_id
+
+    def _client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+    def jobs(self, parent_run_id: str, strategies: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+        out = []
+        for seed in seeds:  # seed-major: a benchmark cut short still has every strategy on its first seeds
+            for strategy in strategies:
+                name = job_name(strategy, seed)
+                overrides = {
+                    **self.cfg.job_overrides(strategy, seed),
+                    "tracking.uri": self.tracking_uri,
+                    "tracking.experiment": self.cfg.name,
+                }
+                out.append(
+                    {
+                        "name": name,
+                        "strategy": strategy,
+                        "seed": seed,
+                        "workspace": str(self.workspace(name)),
+                        "result_path": str(self.result_path(name)),
+                        "overrides": overrides,
+                        "parent_run_id": parent_run_id,
+                        "tracking_uri": self.tracking_uri,
+                    }
+                )
+        return out
+
+
+def _shared_prefect_api() -> str | None:
+    """The Prefect API every worker should use: $PREFECT_API_URL, or the one active in this process."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if "prefect" in sys.modules:  # e.g. a Prefect test harness (a real temporary server)
+        from prefect.settings import get_current_settings
+
+        url = get_current_settings().api.url
+        return str(url) if url else None
+    return None
+
+
+def _rounds_done(workspace: str) -> int:
+    rounds = Path(workspace) / ".alp" / "rounds"
+    return len(list(rounds.glob("round-*.json"))) if rounds.exists() else 0
+
+
+@contextlib.contextmanager
+def _progress_poller(
+    bar: Progress, tasks: dict[str, tuple[TaskID, str]], stop_every: float = 1.0
+) -> Iterator[threading.Event]:
+    """Update each running campaign's bar from its workspace's round summaries, once a second."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(stop_every):
+            for task_id, workspace in list(tasks.values()):
+                bar.update(task_id, completed=_rounds_done(workspace))
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_jobs(
+    todo: list[dict[str, Any]], workers: int, out: Path, total_rounds: int, console: Console, progress: bool
+) -> dict[str, str]:
+    """Run the campaigns (in this process with ``workers == 1``), with a rich progress display.
+    Returns the campaigns that failed (name → error); the others still ran."""
+    failed: dict[str, str] = {}
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    tasks: dict[str, tuple[TaskID, str]] = {}
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        overall = bar.add_task("campaigns", total=len(todo))
+
+        def started(job: dict[str, Any]) -> None:
+            tid = bar.add_task(
+                f"  {job['name']} (rounds)", total=total_rounds, completed=_rounds_done(job["workspace"])
+            )
+            tasks[job["name"]] = (tid, job["workspace"])
+
+        def finished(job: dict[str, Any]) -> None:
+            tid, _ = tasks.pop(job["name"])
+            bar.remove_task(tid)
+            bar.advance(overall)
+
+        with _progress_poller(bar, tasks):
+            if workers <= 1:
+                for job in todo:
+                    started(job)
+                    run_job(job)
+                    finished(job)
+                return failed
+            api = _shared_prefect_api()
+            env = {**QUIET_ENV, **({"PREFECT_API_URL": api} if api else {})}
+            prefect_root = None if api else str(out / ".prefect")
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=mp.get_context("spawn"),  # fresh interpreters: Prefect reads the env set for it
+                initializer=_init_worker,
+                initargs=(env, prefect_root),
+            )
+            running: dict[Future, dict[str, Any]] = {}
+            queue = list(todo)
+            try:
+                while queue or running:
+                    while queue and len(running) < workers:
+                        job = queue.pop(0)
+                        started(job)
+                        running[pool.submit(run_job, job)] = job
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = running.pop(fut)
+                        finished(job)
+                        if fut.exception() is not None:  # the others go on; the error is reported at the end
+                            failed[job["name"]] = f"{type(fut.exception()).__name__}: {fut.exception()}"
+                            console.print(f"[red]{job['name']} failed:[/] {failed[job['name']]}", highlight=False)
+            except BaseException:
+                for proc in list(getattr(pool, "_processes", {}).values()):  # the workers this call started
+                    proc.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
+    return failed
+
+
+def run_benchmark(
+    cfg: BenchmarkConfig,
+    out: str | Path,
+    workers: int | None = None,
+    strategies: list[str] | None = None,
+    seeds: list[int] | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the benchmark ``cfg`` into ``out``; returns the summary rows and output paths.
+
+    ``strategies``/``seeds`` pick a subset of the config's jobs (the rest can be run later into the
+    same folder); the figure and table cover every finished job of the config."""
+    console = console or Console(stderr=True)
+    for name in strategies or []:
+        if name not in cfg.strategies:
+            raise ConfigError(f"--strategy {name!r} is not in the config's strategies: {', '.join(cfg.strategies)}")
+    for s in seeds or []:
+        if s not in cfg.seeds:
+            raise ConfigError(f"--seed {s} is not in the config's seeds: {cfg.seeds}")
+    bench = BenchmarkRun(cfg, Path(out))
+    parent_run_id = bench.prepare()
+    jobs = bench.jobs(parent_run_id, strategies or cfg.strategies, seeds or cfg.seeds)
+    todo = [j for j in jobs if not Path(j["result_path"]).exists()]
+    n_workers = max(1, min(workers or cfg.workers, len(todo) or 1))
+    console.print(
+        f"benchmark [bold]{cfg.name}[/]: {len(jobs)} campaign(s), {len(jobs) - len(todo)} already finished, "
+        f"{len(todo)} to run on {n_workers} worker(s) → {bench.out}",
+        highlight=False,
+    )
+    t0 = time.perf_counter()
+    failed = run_jobs(todo, n_workers, bench.out, len(cfg.label_grid()) + 1, console, progress)
+    wall = time.perf_counter() - t0
+    report = finalize(bench, parent_run_id)
+    report["failed"] = failed
+    report["wall_seconds"] = wall
+    report["ran"] = [j["name"] for j in todo]
+    return report
+
+
+def _load_results(bench: BenchmarkRun) -> list[dict[str, Any]]:
+    """Every finished job of the config, in config order (strategy, then seed)."""
+    out = []
+    for strategy in bench.cfg.strategies:
+        for seed in bench.cfg.seeds:
+            path = bench.result_path(job_name(strategy, seed))
+            if path.exists():
+                out.append(json.loads(path.read_text()))
+    return out
+
+
+def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
+    """Figure, table and MLflow logging for every finished job (each job's extras logged once)."""
+    from mlflow.entities import Metric, RunTag
+
+    cfg = bench.cfg
+    results = _load_results(bench)
+    client = bench._client()
+    runs = [
+        RunResult(r["strategy"], r["seed"], r["labels"], r["accuracy"], r["seconds_per_round"], r["acquired_counts"])
+        for r in results
+    ]
+    rows = summarize(runs, cfg.targets)
+    table = markdown_table(rows, cfg.targets)
+    now = int(time.time() * 1000)
+    for r, run in zip(results, runs, strict=True):
+        if r["mlflow_logged"] or not r.get("run_id"):
+            continue
+        single = summarize([run], cfg.targets)[0]
+        metrics = [
+            Metric("test_accuracy_by_labels", a, now, n) for n, a in zip(r["labels"], r["accuracy"], strict=True)
+        ]
+        summary = {"aulc": single["aulc"][0], "final_accuracy": single["final_accuracy"][0]}
+        summary |= {"seconds_per_round": r["seconds_per_round"], "class_entropy": single["class_entropy"][0]}
+        summary["max_class_share"] = single["max_class_share"][0]
+        for t in cfg.targets:
+            summary[f"labels_to_{t:g}"] = single[f"labels_to_{t:g}"][0]
+        metrics += [Metric(k, float(v), now, 0) for k, v in summary.items() if not math.isnan(v)]
+        tags = [
+            RunTag("alp.benchmark", cfg.name),
+            RunTag("alp.strategy", r["strategy"]),
+            RunTag("alp.seed", str(r["seed"])),
+        ]
+        client.log_batch(r["run_id"], metrics=metrics, tags=tags)
+        client.set_terminated(r["run_id"], "FINISHED")
+        r["mlflow_logged"] = True
+        atomic_write_json(bench.result_path(r["name"]), r)
+
+    curves = {
+        row["strategy"]: mean_std_curve(
+            [(r["labels"], r["accuracy"]) for r in results if r["strategy"] == row["strategy"]]
+        )
+        for row in rows
+    }
+    figure = bench.out / "learning_curve.png"
+    if curves:
+        plot_learning_curves(curves, cfg, figure)
+    md = bench.out / "results.md"
+    atomic_write_text(md, results_markdown(cfg, table, results))
+    js = bench.out / "results.json"
+    atomic_write_json(js, {"config": cfg.model_dump(), "rows": rows, "runs": results})
+    for p in (figure, md, js):
+        if p.exists():
+            client.log_artifact(parent_run_id, str(p))
+    parent_metrics = []
+    for row in rows:
+        key = _mlflow_name(row["strategy"])
+        values = {"aulc": row["aulc"][0], "final_accuracy": row["final_accuracy"][0]}
+        values |= {f"labels_to_{t:g}": row[f"labels_to_{t:g}"][0] for t in cfg.targets}
+        parent_metrics += [Metric(f"{key}.{k}", float(v), now, 0) for k, v in values.items() if not math.isnan(v)]
+    if parent_metrics:
+        client.log_batch(parent_run_id, metrics=parent_metrics)
+    if len(results) == len(cfg.strategies) * len(cfg.seeds):
+        client.set_terminated(parent_run_id, "FINISHED")
+    return {"rows": rows, "table": table, "figure": str(figure), "table_path": str(md), "json": str(js)}
+
+
+def results_markdown(cfg: BenchmarkConfig, table: str, results: list[dict[str, Any]]) -> str:
+    done = sorted({(r["strategy"], r["seed"]) for r in results})
+    return (
+        f"# Benchmark `{cfg.name}`\n\n"
+        f"{cfg.dataset}, model `{cfg.model}`, {cfg.initial_size} initial labels"
+        f"{' (class-balanced)' if cfg.initial_balanced else ''}, {cfg.batch_size} per round, budget {cfg.budget}; "
+        f"{len(done)} of {len(cfg.strategies) * len(cfg.seeds)} strategy × seed campaigns finished.\n\n"
+        f"{table}\n"
+        "Labels to target: first trained round at or above the target (mean ± std over the seeds that reached it; "
+        "'> B': none did within the budget). AULC: area under the accuracy-vs-labels curve over its label range, "
+        "divided by that range. s / round: wall clock per round (train, score, select, annotate, ingest, versioning, "
+        "tracking). Class balance of the acquired labels (cold start excluded): the largest class's share and the "
+        "histogram's entropy / log C.\n"
+    )
+
+
+def plot_learning_curves(curves: dict[str, MeanCurve], cfg: BenchmarkConfig, path: Path) -> None:
+    """Test accuracy vs labels, mean ± std over seeds, one line per strategy; targets dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for strategy, c in curves.items():
+        style = {"color": "black", "linestyle": "--"} if strategy == "random" else {}
+        (line,) = ax.plot(c.labels, c.mean, marker="o", markersize=3, label=f"{strategy} (n={int(c.n.max())})", **style)
+        ax.fill_between(c.labels, c.mean - c.std, c.mean + c.std, alpha=0.15, color=line.get_color())
+    for t in cfg.targets:
+        ax.axhline(t, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("labels")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{cfg.name}: {cfg.dataset}, {cfg.model}, mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ CLI
+def benchmark_command(
+    config: Annotated[Path, typer.Argument(help="Benchmark YAML (see benchmarks/configs/).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: benchmark-runs/NAME).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel campaigns (default: the config's workers).")] = None,
+    strategy: Annotated[
+        list[str] | None, typer.Option("--strategy", help="Run only this strategy of the config (repeatable).")
+    ] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="Run only this seed (repeatable).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config key: --set budget=150, --set params.acquisition.pool_subset=1000"
+        ),
+    ] = None,
+) -> None:
+    """Label-efficiency benchmark: every strategy × seed as a simulated campaign; learning curves and a table."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        sets: dict[str, Any] = {}
+        for item in set_ or []:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set budget=150")
+            key, value = item.split("=", 1)
+            sets[key.strip()] = yaml.safe_load(value)
+        cfg = load_benchmark_config(config, sets)
+        report = run_benchmark(cfg, out or Path("benchmark-runs") / cfg.name, workers, strategy, seed, console=err)
+    except ALError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    Console(soft_wrap=True).print(report["table"], markup=False, highlight=False)
+    if report["failed"]:
+        err.print(
+            f"[bold red]{len(report['failed'])} campaign(s) failed[/] (run again to retry them):", highlight=False
+        )
+        for name, msg in report["failed"].items():
+            err.print(f"  {name}: {msg}", highlight=False)
+    err.print(
+        f"finished in {report['wall_seconds']:.0f} s. figure: {report['figure']}  table: {report['table_path']}",
+        highlight=False,
+    )
+    if report["failed"]:
+        raise typer.Exit(1)
