@@ -512,16 +512,23 @@ class Stack:
             chosen[name] = int(wanted) if wanted else free_port()
         config = {"ports": chosen, "bucket": bucket or old.get("bucket") or DEFAULT_BUCKET, "host": HOST}
         atomic_write_json(self.config_path, config)
+        steps: dict[str, float] = {}
         try:
-            self.start_service("postgres", timeout)
-            self.start_service("s3", timeout)
-            self._start_servers(["prefect", "mlflow"], timeout)
+            for step, start in (
+                ("postgres", lambda: self.start_service("postgres", timeout)),
+                ("s3", lambda: self.start_service("s3", timeout)),
+                ("prefect+mlflow", lambda: self._start_servers(["prefect", "mlflow"], timeout)),
+            ):
+                t = time.perf_counter()
+                start()
+                steps[step] = round(time.perf_counter() - t, 2)
         except BaseException:
             self.down()
             raise
         seconds = time.perf_counter() - t0
         atomic_write_text(self.env_path, self.env_script())
-        atomic_write_json(self.config_path, {**config, "urls": self.ui_urls(), "startup_seconds": round(seconds, 2)})
+        timing = {"startup_seconds": round(seconds, 2), "startup_steps": steps}
+        atomic_write_json(self.config_path, {**config, "urls": self.ui_urls(), **timing})
         return seconds
 
     def stop_service(self, name: str, kill: bool = False, timeout: float = 30.0) -> bool:
@@ -601,7 +608,9 @@ def up(
         seconds = stack.up({k: v or None for k, v in ports.items()}, bucket, timeout)
     except ALError as exc:
         _fail(exc)
-    typer.echo(f"alp stack up in {seconds:.1f}s (state: {stack.state_dir})")
+    took = stack.config().get("startup_steps", {})
+    steps = ", ".join(f"{k} {took[k]:.1f}s" for k in ("postgres", "s3", "prefect+mlflow") if k in took)
+    typer.echo(f"alp stack up in {seconds:.1f}s ({steps}; state: {stack.state_dir})")
     for name, info in stack.status().items():
         typer.echo(f"  {name:8s} pid {info['pid']}  {info['url']}")
     ui = stack.ui_urls()
