@@ -4,8 +4,9 @@
 
 - **postgres**: a PostgreSQL cluster (Debian's ``postgresql``, installed with apt-get when missing), run as
   the ``postgres`` user when started by root, with one database for Prefect and one for MLflow;
-- **s3**: an S3 endpoint (moto's server mode). Every request is recorded in the state directory and
-  replayed when the endpoint starts again, so the bucket survives a restart like the databases do;
+- **s3**: an S3 endpoint (moto's server mode). Every request that changes state is recorded in the state
+  directory and replayed when the endpoint starts again, so the bucket survives a restart like the databases
+  do (not objects uploaded in several parts, i.e. over 8 MB from boto3: their replay finds no upload);
 - **prefect**: ``prefect server start`` on PostgreSQL;
 - **mlflow**: ``mlflow server`` on PostgreSQL, artifacts proxied to ``s3://BUCKET/mlflow``.
 
