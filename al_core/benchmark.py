@@ -283,10 +283,20 @@ def _fmt(ms: tuple[float, float], digits: int = 3) -> str:
     return "—" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def _ratio(labels: float | None, base: dict[str, Any] | None, t: float) -> str:
+    """labels / the baseline's labels to target ``t``; '< x' when the baseline never got there (its
+    final label count is then a lower bound of what it needs)."""
+    if labels is None or base is None:
+        return "—"
+    if base[f"reached_{t:g}"]:
+        return f"{labels / base[f'labels_to_{t:g}'][0]:.2f}"
+    return f"< {labels / base['final_labels']:.2f}"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], targets: Sequence[float], baseline: str = "random") -> str:
     """The results table (markdown). Labels-to-target shows mean ± std over the seeds that reached it,
     '(k/n)' when only k of n seeds did, '> B' when none did within the budget B, and the ratio to
-    ``baseline``'s mean when both reached it."""
+    ``baseline``'s mean ('< x' when the baseline never reached the target within its budget)."""
     base = next((r for r in rows if r["strategy"] == baseline), None)
     head = ["strategy", "seeds"]
     for t in targets:
@@ -303,9 +313,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], targets: Sequence[float], bas
                 cells.append(f"> {r['final_labels']}")
             else:
                 cells.append(f"{m:.0f} ± {s:.0f}" + ("" if k == n else f" ({k}/{n})"))
-            bm = base[f"labels_to_{t:g}"][0] if base is not None else float("nan")
-            ratio = m / bm if k and base is not None and base[f"reached_{t:g}"] and bm > 0 else float("nan")
-            cells.append("—" if math.isnan(ratio) else f"{ratio:.2f}")
+            cells.append(_ratio(m if k else None, base, t))
         cells += [
             _fmt(r["aulc"]),
             _fmt(r["final_accuracy"]),

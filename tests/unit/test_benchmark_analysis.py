@@ -92,6 +92,11 @@ def test_summary_rows_and_markdown_table():
     assert "| entropy | 2 | 30 ± 0 (1/2) | 0.86 |" in lines[3]
     none = markdown_table(summarize([RunResult("bald", 0, [20, 40], [0.1, 0.2], 1.0, [1, 1])], [0.8]), [0.8])
     assert "> 40" in none
+    slow = [
+        RunResult("random", 0, [20, 40], [0.5, 0.6], 1.0, [1, 1]),
+        RunResult("badge", 0, [20, 40], [0.5, 0.9], 1, [1]),
+    ]
+    assert "| badge | 1 | 40 ± 0 | < 1.00 |" in markdown_table(summarize(slow, [0.8]), [0.8])
 
 
 def test_config_is_validated_with_clear_errors():
