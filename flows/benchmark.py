@@ -340,13 +340,18 @@ def run_jobs(
             bar.advance(overall)
 
         with _progress_poller(bar, tasks):
-            if workers <= 1:
+            api = _shared_prefect_api()
+            # in this process only where Prefect's API is shared, or can still be pointed at a home of
+            # its own; else (Prefect already set up on an ephemeral API) a worker process runs them
+            if workers <= 1 and (api or "prefect" not in sys.modules):
+                if not api:
+                    (out / ".prefect" / "main").mkdir(parents=True, exist_ok=True)
+                    os.environ["PREFECT_HOME"] = str(out / ".prefect" / "main")
                 for job in todo:
                     started(job)
                     run_job(job)
                     finished(job)
                 return failed
-            api = _shared_prefect_api()
             env = {**QUIET_ENV, **({"PREFECT_API_URL": api} if api else {})}
             prefect_root = None if api else str(out / ".prefect")
             pool = ProcessPoolExecutor(
