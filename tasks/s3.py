@@ -57,7 +57,8 @@ def is_s3_url(text: str) -> bool:
 def normalise_url(text: str) -> str:
     if not is_s3_url(text):
         raise S3Error(f"{text!r} is not an S3 URL: expected s3://bucket/prefix")
-    return S3_SCHEME + text.removeprefix("s3:").lstrip("/")
+    rest = text.removeprefix(S3_SCHEME) if text.startswith(S3_SCHEME) else text.removeprefix("s3:/")
+    return S3_SCHEME + rest
 
 
 def split_url(url: str) -> tuple[str, str]:
