@@ -453,8 +453,9 @@ class Stack:
 
     def _mlflow_cmd(self) -> tuple[list[str], dict[str, str]]:
         env = self._base_env() | {
-            # the store URI holds the password: through the environment, not the command line
-            "MLFLOW_BACKEND_STORE_URI": self.postgres_url("mlflow"),
+            # the store URI holds the password: through the environment, not the command line. The driver is
+            # named: SQLAlchemy 2.0 defaults postgresql:// to psycopg2, 2.1 to psycopg (3), which alp installs.
+            "MLFLOW_BACKEND_STORE_URI": self.postgres_url("mlflow", "postgresql+psycopg"),
             "MLFLOW_S3_ENDPOINT_URL": self.url("s3"),
             "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
