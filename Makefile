@@ -30,8 +30,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check al_core flows tasks tests benchmarks
 
+# Unit and flow tests (Prefect test harness, embedded stores), then the integration tests in a
+# process of their own: they start the local stack of real servers (infra/local) themselves.
 test: venv lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/unit tests/flows
+	$(BIN)/python -m pytest -q tests/integration
 
 bench: venv
 	$(BIN)/python -m benchmarks.run_all
