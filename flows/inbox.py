@@ -4,7 +4,7 @@ The inbox is ``queue/inbox/`` in the workspace, or ``s3://bucket/prefix/inbox/``
 (downloaded into ``queue/inbox/`` first). Annotators (or ``alp webhook``) drop finished files there;
 write them under a temporary name starting with ``.`` and rename them, so a half-written file is never read.
 A file ingested before is skipped (ledger of digests); a file that fails validation is logged with its
-errors and remembered by digest in ``.alp/state.json`` (``inbox_failed``), so it is not retried until
+errors and remembered by digest in ``.alp/locks/runtime.json`` (``inbox_failed``), so it is not retried until
 its content changes. ``alp serve`` runs this flow every ``schedule.inbox_interval_s`` seconds.
 """
 
@@ -41,7 +41,7 @@ def inbox_flow(workspace: str) -> dict[str, Any]:
     logger = get_run_logger()
     ws = Workspace(workspace).require()
     done = {e["digest"] for e in ws.ledger()}
-    failed: dict[str, str] = dict(ws.state().get("inbox_failed", {}))
+    failed: dict[str, str] = dict(events.runtime_state(ws).get("inbox_failed", {}))
     ingested, refused = [], []
     for path in inbox_files(ws):
         digest = file_digest(path.read_bytes())
@@ -55,6 +55,6 @@ def inbox_flow(workspace: str) -> dict[str, Any]:
             failed[digest] = f"{path.name}: {exc}"
             refused.append(path.name)
     if refused:
-        ws.update_state(inbox_failed=failed)
+        events.update_runtime(ws, inbox_failed=failed)
     announced = events.announce_if_ready(ws)  # also time-based: fraction reached and batch old enough
     return {"ingested": ingested, "refused": refused, "announced": announced}

@@ -152,13 +152,13 @@ def serve_command(
 
 def operations_status(ws: Workspace) -> dict[str, Any]:
     """For `alp status`: the next scheduled round, the newest batch's fill level, the last trigger."""
-    from tasks.events import batch_fill
+    from tasks.events import batch_fill, runtime_state
 
     fill = batch_fill(ws)
     return {
         "schedule": next_scheduled_round(ws),
         "fill": {k: fill[k] for k in ("round", "labeled", "batch_size")} if fill else None,
-        "last_trigger": ws.state().get("last_batch_ready"),
+        "last_trigger": runtime_state(ws).get("last_batch_ready"),
     }
 
 

@@ -4,22 +4,25 @@
 at most once per batch, when the newest batch is labeled completely, or at least
 ``schedule.trigger_fraction`` of it once the batch is ``schedule.trigger_wait_s`` seconds old; the
 round deployment of ``alp serve`` has a trigger on it. Both name the campaign as their resource
-(``alp.campaign.<workspace name>``, with the workspace path as the label ``alp.workspace``).
+(``alp.campaign.<workspace name>``, with the workspace path as the label ``alp.workspace``). The
+announcement is recorded in ``.alp/locks/runtime.json``: operational state, git-ignored, not versioned.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from prefect.events import emit_event
 
 from al_core.config import ScheduleParams
-from al_core.workspace import Workspace
+from al_core.workspace import Workspace, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,22 @@ def campaign_resource(ws: Workspace) -> dict[str, str]:
         "prefect.resource.name": ws.name,
         "alp.workspace": str(ws.root),
     }
+
+
+def runtime_path(ws: Workspace) -> Path:
+    """Operational state (announcements, refused inbox files): beside the locks, git-ignored, never versioned."""
+    return ws.alp_dir / "locks" / "runtime.json"
+
+
+def runtime_state(ws: Workspace) -> dict[str, Any]:
+    path = runtime_path(ws)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def update_runtime(ws: Workspace, **values: Any) -> None:
+    state = runtime_state(ws)
+    state.update(values)
+    atomic_write_json(runtime_path(ws), state)
 
 
 def batch_fill(ws: Workspace) -> dict[str, Any] | None:
@@ -85,7 +104,7 @@ def announce_if_ready(ws: Workspace) -> dict[str, Any] | None:
         fill = batch_fill(ws)
         if fill is None or not is_ready(fill, ws.params.schedule):
             return None
-        last = ws.state().get("last_batch_ready")
+        last = runtime_state(ws).get("last_batch_ready")
         if last is not None and last["round"] >= fill["round"]:
             return None
         announcement = {**fill, "at": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -94,7 +113,7 @@ def announce_if_ready(ws: Workspace) -> dict[str, Any] | None:
             resource=campaign_resource(ws),
             payload={"workspace": str(ws.root), **announcement},
         )
-        ws.update_state(last_batch_ready=announcement)
+        update_runtime(ws, last_batch_ready=announcement)
     log.info(
         "batch round-%03d ready (%d/%d labeled): next round announced",
         fill["round"],

@@ -84,10 +84,10 @@ def test_a_trigger_for_a_batch_that_has_its_round_is_a_no_op(ws):
 def test_batch_ready_once_when_complete(ws, tmp_path):
     rows = truth_rows(ws)
     ingest_flow(str(ws.root), [write_jsonl(tmp_path / "half.jsonl", rows[:15])])
-    assert "last_batch_ready" not in ws.state()  # fraction 1.0: half a batch is not ready
+    assert "last_batch_ready" not in events.runtime_state(ws)  # fraction 1.0: half a batch is not ready
     assert events.batch_fill(ws)["labeled"] == 15
     ingest_flow(str(ws.root), [write_jsonl(tmp_path / "rest.jsonl", rows[15:])])
-    ready = ws.state()["last_batch_ready"]
+    ready = events.runtime_state(ws)["last_batch_ready"]
     assert (ready["round"], ready["labeled"], ready["batch_size"]) == (0, 30, 30)
     assert events.announce_if_ready(ws) is None  # once per batch
 
@@ -96,7 +96,7 @@ def test_batch_ready_at_a_fraction_only_after_the_wait(ws, tmp_path):
     ws = set_schedule(ws, trigger_fraction=0.5, trigger_wait_s=3600)
     rows = truth_rows(ws)
     ingest_flow(str(ws.root), [write_jsonl(tmp_path / "half.jsonl", rows[:15])])
-    assert "last_batch_ready" not in ws.state()  # half labeled, but the batch is younger than the wait
+    assert "last_batch_ready" not in events.runtime_state(ws)  # half labeled, but the batch is younger than the wait
     ws = set_schedule(ws, trigger_wait_s=0)
     assert events.announce_if_ready(ws)["labeled"] == 15
     assert events.announce_if_ready(ws) is None

@@ -28,6 +28,7 @@ from al_core.workspace import Workspace
 from flows.ingest import ingest_flow
 from flows.round import round_flow
 from flows.workspace_init import init_workspace
+from tasks import events
 from tests.integration.conftest import small_overrides
 
 LABEL_STUDIO = "label-studio==1.23.2"
@@ -162,7 +163,7 @@ def test_label_studio_round_trip(label_studio, stack_env, tmp_path):
     labeled = Workspace(root).labeled_set().set_index("sample_id")
     assert all(labeled.loc[sid, "label"] == ws.classes[int(truth[sid])] for sid in labeled.index)
     assert set(labeled["annotator"]) == {"1"}  # Label Studio's export names the annotator by user id
-    assert Workspace(root).state()["last_batch_ready"]["round"] == 0  # what fires the round deployment
+    assert events.runtime_state(Workspace(root))["last_batch_ready"]["round"] == 0  # what fires the round deployment
 
     summary = round_flow(str(root), after_batch=0)
     assert summary["tag"] == "round-001" and Workspace(root).exported_rounds() == [0, 1]

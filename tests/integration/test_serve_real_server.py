@@ -18,7 +18,9 @@ import pytest
 
 from al_core.workspace import Workspace
 from flows.round import round_flow
+from flows.serve import next_scheduled_round
 from flows.workspace_init import init_workspace
+from tasks import events
 from tests.integration.conftest import flow_runs, small_overrides
 
 WAIT_S = int(os.environ.get("ALP_TEST_WAIT_S", "180"))
@@ -83,6 +85,9 @@ def test_labels_in_the_inbox_run_exactly_one_next_round(served):
     assert deployment(f"alp-inbox/{name}") is not None
     assert round_dep.global_concurrency_limit.limit == 1  # never two rounds of one campaign at once
     assert [s.schedule.cron for s in round_dep.schedules] == ["0 3 * * *"]
+    # `alp status`: the next scheduled round, read from the server's scheduled runs of the deployment
+    nxt = wait_for("the scheduled rounds", lambda: (next_scheduled_round(ws) or {}).get("next"), timeout=60)
+    assert "T03:00:00" in nxt
 
     truth = pd.read_parquet(ws.truth_path).set_index("sample_id")["label"]
     rows = [{"sample_id": r["sample_id"], "label": ws.classes[int(truth[r["sample_id"]])]} for r in ws.batch(0)]
@@ -99,7 +104,7 @@ def test_labels_in_the_inbox_run_exactly_one_next_round(served):
     assert proc.poll() is None
     assert ws.exported_rounds() == [0, 1]
     assert len(ws.labeled_set()) == 30
-    assert Workspace(ws.root).state()["last_batch_ready"]["round"] == 0
+    assert events.runtime_state(Workspace(ws.root))["last_batch_ready"]["round"] == 0
 
     # the same event once more (a replay, a second ingest): a round run that changes nothing
     from prefect.events import emit_event
