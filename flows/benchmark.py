@@ -118,13 +118,30 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     Continues an existing workspace; a workspace that cannot continue (e.g. a crash left it
     half-versioned) is discarded, with its MLflow run, and the campaign restarts from scratch."""
+    from filelock import FileLock, Timeout
+
+    from al_core.errors import WorkspaceError
+
+    root = Path(job["workspace"])
+    summaries: list[dict[str, Any]] = []
+    lock = FileLock(str(Path(job["result_path"]).parent.parent / ".locks" / f"{job['name']}.lock"), timeout=0)
+    Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire()  # one process per campaign: another benchmark run on the same folder may hold it
+    except Timeout:
+        raise WorkspaceError(f"{job['name']} is being run by another `alp benchmark` on {root.parent.parent}") from None
+    try:
+        return _run_job_locked(job, root, summaries)
+    finally:
+        lock.release()
+
+
+def _run_job_locked(job: dict[str, Any], root: Path, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     from al_core.errors import WorkspaceError
     from al_core.workspace import Workspace
     from flows.campaign import campaign_flow
     from flows.workspace_init import init_workspace
 
-    root = Path(job["workspace"])
-    summaries: list[dict[str, Any]] = []
     for attempt in (0, 1):
         if not (root / "params.yaml").exists() or not (root / ".dvc").is_dir():
             shutil.rmtree(root, ignore_errors=True)  # never made, or an init that did not finish
