@@ -97,6 +97,19 @@ def next_scheduled_round(ws: Workspace) -> dict[str, Any] | None:
 
     if not PREFECT_API_URL.value():
         return None
+    import httpx
+    from prefect.exceptions import ObjectNotFound
+
+    name = f"alp-round/{deployment_name(ws)}"
+    try:
+        return _next_scheduled(name)
+    except ObjectNotFound:
+        return None
+    except (httpx.HTTPError, OSError) as exc:  # server down or unreachable: say so, status goes on
+        return {"deployment": name, "paused": False, "next": None, "error": f"Prefect API unreachable: {exc}"}
+
+
+def _next_scheduled(name: str) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -107,13 +120,9 @@ def next_scheduled_round(ws: Workspace) -> dict[str, Any] | None:
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
-        try:
-            dep = client.read_deployment_by_name(f"alp-round/{deployment_name(ws)}")
-        except ObjectNotFound:
-            return None
+        dep = client.read_deployment_by_name(name)
         active = [s for s in dep.schedules if s.active]
         if dep.paused or not active:
             return {"deployment": f"alp-round/{dep.name}", "paused": bool(dep.paused), "next": None}
@@ -164,7 +173,9 @@ def operations_status(ws: Workspace) -> dict[str, Any]:
 
 def print_operations(console: Any, data: dict[str, Any]) -> None:
     sched = data.get("schedule")
-    if sched is None:
+    if sched is not None and sched.get("error"):
+        console.print(f"schedule: unknown ({sched['error']})")
+    elif sched is None:
         console.print("schedule: no schedule (no Prefect server in PREFECT_API_URL, or no `alp serve` deployment)")
     elif sched["paused"]:
         console.print(f"schedule: {sched['deployment']} is paused")
