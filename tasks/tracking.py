@@ -26,8 +26,26 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
+#: URIs alp itself handed to ``mlflow.set_tracking_uri``, which also exports them as
+#: $MLFLOW_TRACKING_URI: that variable then no longer says what the user asked for.
+_SET_BY_ALP: set[str] = set()
+_USER_URI: dict[str, str] = {}
+
+
+def _users_tracking_uri() -> str | None:
+    """$MLFLOW_TRACKING_URI as the user set it (not as alp's own set_tracking_uri calls left it)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env is None:
+        return None
+    if env not in _SET_BY_ALP:
+        _USER_URI["uri"] = env
+        return env
+    return _USER_URI.get("uri")
+
+
 def tracking_uri(ws: Workspace) -> str:
-    return ws.params.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ws.root / 'mlflow.db'}"
+    """params' ``tracking.uri``, else the user's $MLFLOW_TRACKING_URI, else SQLite in the workspace."""
+    return ws.params.tracking.uri or _users_tracking_uri() or f"sqlite:///{ws.root / 'mlflow.db'}"
 
 
 def experiment_name(ws: Workspace) -> str:
@@ -41,7 +59,10 @@ def model_name(ws: Workspace) -> str:
 def _mlflow(ws: Workspace):
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(ws))
+    uri = tracking_uri(ws)
+    if uri != _users_tracking_uri():
+        _SET_BY_ALP.add(uri)  # not the user's choice: the next workspace must not inherit it
+    mlflow.set_tracking_uri(uri)
     return mlflow
 
 
