@@ -53,15 +53,19 @@ DEFAULT_LAZY_TOL = 1e-3
 
 @dataclass
 class JointState:
-    """The joint of the chosen set: ``joint_M_K`` = p(ŷ_m | ω_k) and the weights ``weights_M``.
+    """The joint of the chosen set: ``joint_M_K`` = p(ŷ_m | ω_k) / e^{s_m} and the weights ``weights_M``.
 
-    ``weights_M`` is 1/K for exact enumeration and 1/(K·M·q_m) for sampled configurations; with
-    them H[S ∪ x] = log K − Σ_m w_m Σ_c A_mc log A_mc, A = joint_M_K @ probs_K_C(x).
+    ``weights_M`` is 1/K for exact enumeration and e^{s_m}/(K·M·q_m) for sampled configurations;
+    with them H[S ∪ x] = log K − Σ_m w_m Σ_c A_mc (log A_mc + s_m), A = joint_M_K @ probs_K_C(x).
+    ``log_scale_M`` (s_m, zero while exact) rescales each sampled configuration's row to a maximum
+    of 1: p(ŷ_m | ω) is a product of n probabilities and underflows float32 for large batches,
+    while the estimator is invariant to the per-row scale once s_m is added back in the log.
     """
 
     joint_M_K: torch.Tensor
     weights_M: torch.Tensor
     exact: bool
+    log_scale_M: torch.Tensor | None = None
 
     @staticmethod
     def empty(K: int, dtype: torch.dtype, device: torch.device) -> JointState:
@@ -71,11 +75,13 @@ class JointState:
     def entropy(self) -> float:
         """H[y_S] (exact, or the importance-sampled estimate) in nats."""
         q_M = self.joint_M_K.mean(dim=1)
-        K = self.joint_M_K.shape[1]
         if self.exact:
             return float(-(q_M * q_M.clamp_min(torch.finfo(q_M.dtype).tiny).log()).sum())
-        # w_m·K·q_m = 1/M: a plain mean of −log q over the sampled configurations.
-        return float(-(self.weights_M * K * q_M * q_M.clamp_min(torch.finfo(q_M.dtype).tiny).log()).sum())
+        # the importance weights make it a plain mean of −log q over the sampled configurations
+        log_q_M = q_M.clamp_min(torch.finfo(q_M.dtype).tiny).log()
+        if self.log_scale_M is not None:
+            log_q_M = log_q_M + self.log_scale_M
+        return float(-log_q_M.mean())
 
 
 def exact_joint(log_probs_n_K_C: torch.Tensor) -> JointState:
@@ -110,11 +116,12 @@ def sampled_joint(log_probs_n_K_C: torch.Tensor, num_samples: int, generator: to
     log_joint_K_M = torch.zeros(K, K * S, dtype=log_probs_n_K_C.dtype, device=log_probs_n_K_C.device)
     for i in range(n):
         log_joint_K_M += log_probs_n_K_C[i][:, choices_n_KS[i]]
-    joint_M_K = log_joint_K_M.t().exp().contiguous()
+    log_scale_M = log_joint_K_M.max(dim=0).values  # each row's largest log p(ŷ_m | ω_k)
+    joint_M_K = (log_joint_K_M - log_scale_M).t().exp().contiguous()
     M = joint_M_K.shape[0]
-    log_q_M = torch.logsumexp(log_joint_K_M, dim=0) - math.log(K)
-    weights_M = torch.exp(-log_q_M) / (K * M)
-    return JointState(joint_M_K, weights_M, False)
+    log_q_scaled_M = torch.logsumexp(log_joint_K_M - log_scale_M, dim=0) - math.log(K)
+    weights_M = torch.exp(-log_q_scaled_M) / (K * M)
+    return JointState(joint_M_K, weights_M, False, log_scale_M)
 
 
 def candidate_joint_entropies(
@@ -132,11 +139,14 @@ def candidate_joint_entropies(
     out_N = torch.empty(N, dtype=probs_K_NC.dtype, device=probs_K_NC.device)
     tiny = torch.finfo(probs_K_NC.dtype).tiny
     log_K = math.log(K)
+    scaled_1_M = None if state.log_scale_M is None else (state.weights_M * state.log_scale_M)[None, :]
     for s in range(0, N, b):
         e = min(N, s + b)
         A_M_bC = joint_M_K @ probs_K_NC[:, s * C : e * C]
-        AlogA_M_bC = A_M_bC.clamp_min(tiny).log_().mul_(A_M_bC)
-        out_N[s:e] = log_K - (weights_1_M @ AlogA_M_bC).view(e - s, C).sum(dim=1)
+        total_1_bC = weights_1_M @ A_M_bC.clamp_min(tiny).log().mul_(A_M_bC)
+        if scaled_1_M is not None:  # + Σ_m w_m s_m A_mc: the rows' scales back in the log
+            total_1_bC += scaled_1_M @ A_M_bC
+        out_N[s:e] = log_K - total_1_bC.view(e - s, C).sum(dim=1)
     return out_N
 
 
