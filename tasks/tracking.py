@@ -188,15 +188,20 @@ def log_round(
                 mlflow.log_artifact(path, artifact_path=name)
             if model is not None and params.tracking.log_model:
                 import mlflow.pytorch
+                from mlflow.utils.logging_utils import disable_logging, enable_logging
 
-                info = mlflow.pytorch.log_model(
-                    model.module_.cpu(),
-                    name="model",
-                    input_example=input_example,
-                    pip_requirements=["torch==2.13.0", "numpy"],
-                    registered_model_name=model_name(ws),
-                )
-                model.module_.to(model.device_)
+                disable_logging()  # registration prints "Created version ..." straight to stderr
+                try:
+                    info = mlflow.pytorch.log_model(
+                        model.module_.cpu(),
+                        name="model",
+                        input_example=input_example,
+                        pip_requirements=["torch==2.13.0", "numpy"],
+                        registered_model_name=model_name(ws),
+                    )
+                finally:
+                    enable_logging()
+                    model.module_.to(model.device_)
                 out["model_uri"] = info.model_uri
                 out["model_version"] = str(info.registered_model_version)
         # the parent carries the latest figures too, so the campaign run tells the story
