@@ -237,15 +237,20 @@ def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Pa
         raise ConfigError("\n".join(_format_error(e, source) for e in exc.errors())) from exc
 
 
+def read_yaml(path: Path, missing_hint: str) -> Any:
+    """Parse a YAML file; a missing file or bad YAML is a :class:`ConfigError` saying what to do."""
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: {missing_hint}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
 def load_params(path: str | Path) -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: run `alp init DIR` to create a workspace with a params.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, "run `alp init DIR` to create a workspace with a params.yaml")
     return parse_params(data, str(path))
 
 

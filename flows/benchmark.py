@@ -53,6 +53,7 @@ from al_core.benchmark import (
     parse_benchmark_config,
     summarize,
 )
+from al_core.config import read_yaml
 from al_core.errors import ALError, ConfigError
 from al_core.workspace import atomic_write_json, atomic_write_text
 
@@ -73,12 +74,7 @@ QUIET_ENV = {
 def load_benchmark_config(path: str | Path, sets: dict[str, Any] | None = None) -> BenchmarkConfig:
     """Read a benchmark YAML; ``sets`` override top-level keys (``budget``) or ``params.KEY.PATH``."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"benchmark config {path} does not exist (see benchmarks/configs/ for examples)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, "give a benchmark config (see benchmarks/configs/ for examples)")
     if isinstance(data, dict):
         for key, value in (sets or {}).items():
             if key.startswith("params."):
