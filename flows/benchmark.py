@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -56,15 +55,14 @@ from al_core.benchmark import (
 from al_core.config import read_yaml
 from al_core.errors import ALError, ConfigError
 from al_core.workspace import atomic_write_json, atomic_write_text
+from flows.options import QUIET_ENV, parse_sets, quiet_services
 
 log = logging.getLogger(__name__)
 
-QUIET_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
+#: Worker processes: the CLI's quiet settings, less chatter, and a patient ephemeral API start.
+WORKER_ENV = {
+    **QUIET_ENV,
     "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     # a worker's ephemeral API starts slowly on a loaded machine (the default wait is 20 s)
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
@@ -365,7 +363,7 @@ def run_jobs(
                     run_job(job)
                     finished(job)
                 return failed
-            env = {**QUIET_ENV, **({"PREFECT_API_URL": api} if api else {})}
+            env = {**WORKER_ENV, **({"PREFECT_API_URL": api} if api else {})}
             prefect_root = None if api else str(out / ".prefect")
             pool = ProcessPoolExecutor(
                 max_workers=workers,
@@ -577,18 +575,12 @@ def benchmark_command(
     ] = None,
 ) -> None:
     """Label-efficiency benchmark: every strategy × seed as a simulated campaign; learning curves and a table."""
-    for key, value in QUIET_ENV.items():
+    for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    quiet_services()
     err = Console(stderr=True, soft_wrap=True)
     try:
-        sets: dict[str, Any] = {}
-        for item in set_ or []:
-            if "=" not in item:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set budget=150")
-            key, value = item.split("=", 1)
-            sets[key.strip()] = yaml.safe_load(value)
-        cfg = load_benchmark_config(config, sets)
+        cfg = load_benchmark_config(config, parse_sets(set_ or [], example="budget=150"))
         report = run_benchmark(cfg, out or Path("benchmark-runs") / cfg.name, workers, strategy, seed, console=err)
     except ALError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)

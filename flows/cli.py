@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from al_core.errors import ALError, LabelValidationError
+from flows.options import parse_sets, quiet_services
 from flows.stack import stack_app
 
 app = typer.Typer(
@@ -29,33 +27,9 @@ err = Console(stderr=True, soft_wrap=True)
 WorkspaceArg = Annotated[Path, typer.Argument(help="The workspace directory.")]
 
 
-def quiet_services() -> None:
-    """Telemetry off; Prefect's console handler quiet (the CLI prints its own output and errors).
-
-    Flow and task logs still reach the Prefect API, so the UI shows them. Set
-    PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO to see them in the terminal too.
-    """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-
 def _fail(exc: BaseException) -> None:
     err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2 if isinstance(exc, LabelValidationError) else 1)
-
-
-def _parse_sets(sets: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in sets:
-        if "=" not in item:
-            raise ALError(f"--set {item!r}: expected KEY=VALUE, e.g. --set acquisition.batch_size=20")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 @app.command()
@@ -75,7 +49,7 @@ def init(
     from flows.workspace_init import init_workspace
 
     try:
-        overrides = _parse_sets(set_ or [])
+        overrides = parse_sets(set_ or [])
         if dataset:
             overrides["dataset.name"] = dataset
         if data:

@@ -27,7 +27,7 @@ def main(base: str = "demo-workspace", rounds: int = 6) -> int:
     os.environ["PREFECT_HOME"] = str(prefect_home)
     import warnings
 
-    from flows.cli import quiet_services
+    from flows.options import quiet_services
 
     quiet_services()
 

@@ -144,7 +144,8 @@ def serve_command(
 ) -> None:
     """Serve the campaign's deployments on the Prefect server (PREFECT_API_URL): scheduled rounds,
     inbox polling, and the next round when a batch's labels are in. Runs until Ctrl-C."""
-    from flows.cli import _fail, quiet_services
+    from flows.cli import _fail
+    from flows.options import quiet_services
 
     quiet_services()
     from prefect.settings import PREFECT_API_URL

@@ -153,7 +153,8 @@ def webhook_command(
     ] = "ALP_WEBHOOK_SECRET",
 ) -> None:
     """Receive Label Studio webhooks (ANNOTATION_CREATED/UPDATED) and ingest their labels."""
-    from flows.cli import _fail, console, quiet_services
+    from flows.cli import _fail, console
+    from flows.options import quiet_services
 
     quiet_services()
     try:

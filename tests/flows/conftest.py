@@ -38,3 +38,25 @@ def small_overrides(**extra):
     }
     base.update(extra)
     return base
+
+
+def exported_template(tmp_path_factory, name):
+    """A fast workspace whose cold-start batch is exported and waiting for labels."""
+    from flows.round import round_flow
+    from flows.workspace_init import init_workspace
+
+    root = tmp_path_factory.mktemp(name) / name
+    init_workspace(root, small_overrides())
+    round_flow(str(root))
+    return root
+
+
+def copy_workspace(template, tmp_path):
+    """A private copy of a template workspace (its own git repo; the DVC remote stays shared)."""
+    import shutil
+
+    from al_core.workspace import Workspace
+
+    root = tmp_path / template.name
+    shutil.copytree(template, root, symlinks=True)
+    return Workspace(root)

@@ -4,7 +4,6 @@ untouched; good files land once; a crash mid-ingest never leaves a half-written 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pandas as pd
@@ -13,10 +12,8 @@ from typer.testing import CliRunner
 
 from al_core.workspace import Workspace
 from flows.cli import app
-from flows.round import round_flow
-from flows.workspace_init import init_workspace
 from tasks.versioning import dir_hash
-from tests.flows.conftest import small_overrides
+from tests.flows.conftest import copy_workspace, exported_template
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
@@ -25,17 +22,12 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A workspace whose cold-start batch (30 samples) is exported and waiting for labels."""
-    root = tmp_path_factory.mktemp("ingest") / "ws"
-    init_workspace(root, small_overrides())
-    round_flow(str(root))
-    return root
+    return exported_template(tmp_path_factory, "ws")
 
 
 @pytest.fixture
 def ws(template, tmp_path):
-    root = tmp_path / "ws"
-    shutil.copytree(template, root, symlinks=True)
-    return Workspace(root)
+    return copy_workspace(template, tmp_path)
 
 
 def head(ws):

@@ -5,7 +5,6 @@ the artifacts of a round, and `alp status`'s fill level and last trigger."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -22,10 +21,9 @@ from flows.ingest import ingest_flow
 from flows.round import round_flow, round_lock
 from flows.serve import build_deployments
 from flows.webhook import WebhookReceiver, make_server
-from flows.workspace_init import init_workspace
 from tasks import events
 from tasks.artifacts import artifact_keys
-from tests.flows.conftest import small_overrides
+from tests.flows.conftest import copy_workspace, exported_template
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
@@ -34,17 +32,12 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A workspace whose cold-start batch (30 samples) is exported and waiting for labels."""
-    root = tmp_path_factory.mktemp("orch") / "orch-ws"
-    init_workspace(root, small_overrides())
-    round_flow(str(root))
-    return root
+    return exported_template(tmp_path_factory, "orch-ws")
 
 
 @pytest.fixture
 def ws(template, tmp_path):
-    root = tmp_path / "orch-ws"
-    shutil.copytree(template, root, symlinks=True)
-    return Workspace(root)
+    return copy_workspace(template, tmp_path)
 
 
 def truth_rows(ws, r=0):
