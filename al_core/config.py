@@ -70,7 +70,8 @@ class TrainingParams(_Section):
     epoch_samples: int | None = Field(default=None, ge=1)
     device: str = "auto"
     #: rows per chunk when scoring the pool (bounds memory)
-    chunk_size: int = Field(default=4096, ge=1)
+    #: rows per inference chunk; null = 256 on a CPU (cache-sized), 4096 on a GPU
+    chunk_size: int | None = Field(default=None, ge=1)
     #: CPU threads for torch (null = torch's default). Small models train fastest on 1 thread,
     #: and far faster than on oversubscribed cores when other processes compete.
     cpu_threads: int | None = Field(default=None, ge=1)

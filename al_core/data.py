@@ -273,11 +273,20 @@ def write_features(path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | N
     pq.write_table(features_table(ids, X, y), path)
 
 
-def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Read (ids [N], X [N, F] float32, labels [N] or None) written by :func:`write_features`."""
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     if not path.exists():
         raise DatasetError(f"{path} is missing: run `alp init` (or `dvc pull`) in the workspace")
-    t = pq.read_table(path)
+    return pq.read_table(path, columns=columns)
+
+
+def read_ids(path: Path) -> np.ndarray:
+    """The sample ids [N] of a file written by :func:`write_features`, without reading the features."""
+    return _read_table(path, ["sample_id"]).column("sample_id").to_numpy(zero_copy_only=False).astype(str)
+
+
+def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Read (ids [N], X [N, F] float32, labels [N] or None) written by :func:`write_features`."""
+    t = _read_table(path)
     ids = t.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
     col = t.column("features").combine_chunks()
     width = col.type.list_size

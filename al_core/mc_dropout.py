@@ -2,9 +2,11 @@
 
 An :class:`~al_core.models.ALNet` is ``trunk`` (deterministic) → ``tail`` (every dropout layer)
 → ``head``. The K stochastic passes only differ in the tail, so with ``cache_trunk=True`` the
-trunk runs once per chunk of samples and only tail + head run K times. Dropout masks come from
-one explicit generator and are drawn by the tail alone in the same order either way, so both
-modes give the same log-probabilities for the same seed (up to float rounding).
+trunk runs once per chunk of samples and only tail + head run K times, on K stacked copies of
+the chunk. Pass k uses the same dropout masks for every sample (consistent MC dropout: one
+sampled model ω_k per pass, which BatchBALD's joint needs; Kirsch et al. 2019). The masks come
+from one explicit generator and are drawn by the tail alone in the same order either way, so
+both modes give the same log-probabilities for the same seed (up to float rounding).
 :meth:`NeuralClassifier.predict_log_proba <al_core.models.NeuralClassifier.predict_log_proba>`
 is the ``cache_trunk=True`` path.
 """
@@ -13,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from al_core.models import ALNet, mc_dropout
+from al_core.models import ALNet, as_tensor, mc_dropout, stack_passes, unstack_passes
 
 
 @torch.no_grad()
@@ -34,23 +35,21 @@ def mc_log_probs(
         X: [N, F] inputs (flat rows, as the pool is stored).
         mc_samples: K, the number of stochastic passes.
         generator: draws every dropout mask (on the module's device).
-        chunk_size: rows per forward chunk (bounds activation memory).
+        chunk_size: rows × passes per forward chunk (bounds activation memory).
         cache_trunk: run the deterministic trunk once per chunk instead of K times.
     """
-    if mc_samples < 1:
-        raise ValueError(f"mc_samples must be ≥ 1, got {mc_samples}")
     device = next(module.parameters()).device
-    X_t = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X, dtype=torch.float32)
+    X_t = as_tensor(X, torch.float32)
     module.eval()
     out = []
-    with mc_dropout(module, generator):
-        for s in range(0, X_t.shape[0], chunk_size):
-            xb = X_t[s : s + chunk_size].to(device)
+    rows = max(1, chunk_size // mc_samples)
+    with mc_dropout(module, generator, mc_samples):
+        for s in range(0, X_t.shape[0], rows):
+            xb = X_t[s : s + rows].to(device)
             if cache_trunk:
-                h = module.trunk(xb)
-                passes = [module.head(module.tail(h)) for _ in range(mc_samples)]
+                logits = module.head(module.tail(stack_passes(module.trunk(xb), mc_samples)))
             else:
-                passes = [module(xb) for _ in range(mc_samples)]
-            out.append(F.log_softmax(torch.stack(passes, dim=1), dim=-1).float().cpu())
+                logits = module(stack_passes(xb, mc_samples))
+            out.append(unstack_passes(logits, mc_samples).float().cpu())
     n_classes = module.head.out_features
     return torch.cat(out) if out else torch.empty(0, mc_samples, n_classes)

@@ -46,30 +46,60 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+#: rows per inference chunk when ``training.chunk_size`` is null: CPU activations that stay in
+#: cache (4096-row chunks of the BatchBALD CNN are 2–4× slower per row), big chunks on a GPU
+AUTO_CHUNK = {"cpu": 256, "cuda": 4096}
+
+
+def resolve_chunk_size(chunk_size: int | None, device: torch.device) -> int:
+    """``training.chunk_size``, or when null the device's default (:data:`AUTO_CHUNK`)."""
+    return chunk_size if chunk_size else AUTO_CHUNK.get(device.type, AUTO_CHUNK["cuda"])
+
+
 class GeneratorDropout(nn.Module):
     """Inverted dropout whose masks come from ``self.generator`` (never the global RNG).
 
-    Active while the module is in training mode, or inside :func:`mc_dropout` at inference.
+    ``channelwise=True`` drops whole feature maps (``nn.Dropout2d``), as the BatchBALD CNN does.
+    Active while the module is in training mode (a fresh mask per sample), or inside
+    :func:`mc_dropout` at inference, where the rows are K stacked copies of the batch and pass k
+    uses one mask for every row and every chunk: *consistent* MC dropout (Kirsch et al. 2019,
+    §4), so each pass is one sampled model ω_k and BatchBALD's joint over a batch is well defined.
     """
 
-    def __init__(self, p: float):
+    def __init__(self, p: float, channelwise: bool = False):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ConfigError(f"model.dropout = {p} must be in [0, 1)")
         self.p = p
+        self.channelwise = channelwise
         self.generator: torch.Generator | None = None
-        self.force_active = False
+        self.mc_samples = 0  # K while inside mc_dropout()
+        self._mc_mask: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not (self.training or self.force_active):
-            return x
+    def _mask(self, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
         if self.generator is None:
             raise RuntimeError("GeneratorDropout needs a generator: use NeuralClassifier or set_dropout_generator()")
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
-        return x * keep / (1.0 - self.p)
+        if self.channelwise:  # one draw per feature map: [..., C, 1, 1]
+            shape = shape[: len(shape) - (x.dim() - 2)] + (1,) * (x.dim() - 2)
+        keep = torch.rand(shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
+        return keep.to(x.dtype) / (1.0 - self.p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0:
+            return x
+        if self.mc_samples:
+            K = self.mc_samples
+            if x.shape[0] % K:
+                raise RuntimeError(f"MC dropout expects K={K} stacked copies of the batch, got {x.shape[0]} rows")
+            if self._mc_mask is None:  # drawn once per mc_dropout() context: [K, 1, *features]
+                self._mc_mask = self._mask((K, 1, *x.shape[1:]), x)
+            return (x.view(K, -1, *x.shape[1:]) * self._mc_mask).view(x.shape)
+        if not self.training:
+            return x
+        return x * self._mask(tuple(x.shape), x)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" + (", channelwise" if self.channelwise else "")
 
 
 def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) -> None:
@@ -79,17 +109,43 @@ def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) 
 
 
 @contextmanager
-def mc_dropout(module: nn.Module, generator: torch.Generator) -> Iterator[None]:
-    """Keep dropout active at inference (MC dropout) with masks drawn from ``generator``."""
+def mc_dropout(module: nn.Module, generator: torch.Generator, mc_samples: int) -> Iterator[None]:
+    """MC dropout at inference: inside, the module takes K = ``mc_samples`` stacked copies of a
+    batch ([K·B, ...], pass-major) and pass k applies the same masks to every row, drawn once
+    from ``generator`` (consistent MC dropout, as batchbald_redux does)."""
+    if mc_samples < 1:
+        raise ValueError(f"mc_samples must be ≥ 1, got {mc_samples}")
     drops = [m for m in module.modules() if isinstance(m, GeneratorDropout)]
-    old = [(m.force_active, m.generator) for m in drops]
+    old = [(m.mc_samples, m.generator) for m in drops]
     for m in drops:
-        m.force_active, m.generator = True, generator
+        m.mc_samples, m.generator, m._mc_mask = mc_samples, generator, None
     try:
         yield
     finally:
-        for m, (active, gen) in zip(drops, old, strict=True):
-            m.force_active, m.generator = active, gen
+        for m, (k, gen) in zip(drops, old, strict=True):
+            m.mc_samples, m.generator, m._mc_mask = k, gen, None
+
+
+def stack_passes(h: torch.Tensor, mc_samples: int) -> torch.Tensor:
+    """[B, ...] → [K·B, ...]: K copies of the batch, pass-major (the layout mc_dropout expects)."""
+    return h.unsqueeze(0).expand(mc_samples, *h.shape).reshape(mc_samples * h.shape[0], *h.shape[1:])
+
+
+def unstack_passes(logits: torch.Tensor, mc_samples: int) -> torch.Tensor:
+    """[K·B, C] → [B, K, C] log-probabilities."""
+    return F.log_softmax(logits.view(mc_samples, -1, logits.shape[-1]).transpose(0, 1), dim=-1)
+
+
+class MaxPool2x2(nn.Module):
+    """2×2 max pooling, stride 2 (``nn.MaxPool2d(2)``); without autograd it is computed as two
+    elementwise maxima over strided views, ~10× faster than the pooling kernel on a CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.max_pool2d(x, 2)
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
 class ALNet(nn.Module):
@@ -121,12 +177,15 @@ def build_network(
     """Build an :class:`ALNet` for inputs of ``input_shape`` (without the batch dimension).
 
     Layers are created on the meta device and initialised from ``generator`` (seed 0 if None),
-    so building a network never draws from the global RNG.
+    so building a network never draws from the global RNG. 2-D conv weights are channels-last,
+    which oneDNN trains ~1.7× faster on a CPU (and GPUs prefer too).
     """
     with torch.device("meta"):
         net = _build(arch, input_shape, n_classes, hidden, dropout)
     net = net.to_empty(device="cpu")
     init_weights(net, generator if generator is not None else _generator(0, torch.device("cpu")))
+    if any(isinstance(m, nn.Conv2d) for m in net.modules()):
+        net = net.to(memory_format=torch.channels_last)
     return net
 
 
@@ -165,10 +224,10 @@ def _build(arch: str, input_shape: tuple[int, ...], n_classes: int, hidden: int,
             _Unsqueeze(channels, h, w),
             nn.Conv2d(channels, 32, 5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Conv2d(32, 64, 5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Flatten(),
         )
         flat = 64 * (h // 4) * (w // 4)
@@ -182,8 +241,12 @@ def _build(arch: str, input_shape: tuple[int, ...], n_classes: int, hidden: int,
 
 def _bbald_cnn(input_shape: tuple[int, ...], hidden: int, dropout: float) -> tuple[nn.Module, nn.Module]:
     """The MNIST CNN of BatchBALD (Kirsch et al. 2019; batchbald_redux's BayesianConvNet):
-    conv 32 5×5 → dropout → maxpool → ReLU, conv 64 5×5 → dropout → maxpool → ReLU,
-    fc ``hidden`` (128) → dropout → ReLU → (head) fc C. Trunk = conv1 (before the first dropout)."""
+    conv 32 5×5 → dropout2d → maxpool → ReLU, conv 64 5×5 → dropout2d → maxpool → ReLU,
+    fc ``hidden`` (128) → dropout → ReLU → (head) fc C.
+
+    A channel-dropout mask is ≥ 0 and constant over each feature map, so it commutes with max
+    pooling and ReLU: each dropout sits after its pool and ReLU here (the same function, 4× fewer
+    elements to mask), and the trunk (conv1 → pool → ReLU) holds no dropout."""
     if len(input_shape) == 2:
         channels, (h, w) = 1, input_shape
     elif len(input_shape) == 3:
@@ -193,15 +256,13 @@ def _bbald_cnn(input_shape: tuple[int, ...], hidden: int, dropout: float) -> tup
     oh, ow = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
     if oh < 1 or ow < 1:
         raise ConfigError(f"model.arch = bbald_cnn needs images of at least 16×16, got {h}×{w}: use cnn2d")
-    trunk = nn.Sequential(_Unsqueeze(channels, h, w), nn.Conv2d(channels, 32, 5))
+    trunk = nn.Sequential(_Unsqueeze(channels, h, w), nn.Conv2d(channels, 32, 5), MaxPool2x2(), nn.ReLU())
     tail = nn.Sequential(
-        GeneratorDropout(dropout),
-        nn.MaxPool2d(2),
-        nn.ReLU(),
+        GeneratorDropout(dropout, channelwise=True),
         nn.Conv2d(32, 64, 5),
-        GeneratorDropout(dropout),
-        nn.MaxPool2d(2),
+        MaxPool2x2(),
         nn.ReLU(),
+        GeneratorDropout(dropout, channelwise=True),
         nn.Flatten(),
         nn.Linear(64 * oh * ow, hidden),
         GeneratorDropout(dropout),
@@ -272,7 +333,7 @@ class NeuralClassifier:
         val_fraction: float = 0.2,
         device: str = "auto",
         seed: int = 0,
-        chunk_size: int = 4096,
+        chunk_size: int | None = None,
         epoch_samples: int | None = None,
     ):
         self.arch = arch
@@ -317,9 +378,9 @@ class NeuralClassifier:
         ``X_val`` [V, F], ``y_val`` [V]: a fixed labeled validation set for early stopping (else a
         stratified ``val_fraction`` of the labeled set is held out)."""
         self._init_module()
-        X_t = _as_tensor(X, torch.float32)
-        y_t = _as_tensor(y, torch.long)
-        w_t = torch.ones(len(y_t)) if sample_weight is None else _as_tensor(sample_weight, torch.float32)
+        X_t = as_tensor(X, torch.float32)
+        y_t = as_tensor(y, torch.long)
+        w_t = torch.ones(len(y_t)) if sample_weight is None else as_tensor(sample_weight, torch.float32)
         if len(X_t) != len(y_t) or len(w_t) != len(y_t):
             raise ValueError(f"X, y and sample_weight differ in length: {len(X_t)}, {len(y_t)}, {len(w_t)}")
         if len(y_t) == 0:
@@ -330,7 +391,7 @@ class NeuralClassifier:
         dev = self.device_
         if X_val is not None and y_val is not None and len(y_val):
             train_idx, val_idx = np.arange(len(y_t)), np.arange(len(y_val))
-            Xva, yva = _as_tensor(X_val, torch.float32).to(dev), _as_tensor(y_val, torch.long).to(dev)
+            Xva, yva = as_tensor(X_val, torch.float32).to(dev), as_tensor(y_val, torch.long).to(dev)
         else:
             train_idx, val_idx = stratified_split(y_t.numpy(), self.val_fraction, rng)
             Xva, yva = X_t[val_idx].to(dev), y_t[val_idx].to(dev)
@@ -384,7 +445,8 @@ class NeuralClassifier:
     @torch.no_grad()
     def _loss(self, X: torch.Tensor, y: torch.Tensor) -> float:
         self.module_.eval()
-        return float(F.cross_entropy(self.module_(X), y))
+        logits = torch.cat([self.module_(xb) for xb in self._chunks(X)])
+        return float(F.cross_entropy(logits, y))
 
     # -------------------------------------------------------------- predict
     def _check_fitted(self) -> None:
@@ -392,9 +454,11 @@ class NeuralClassifier:
             raise RuntimeError("this NeuralClassifier is not fitted yet: call fit() first")
 
     def _chunks(self, X: np.ndarray | torch.Tensor) -> Iterator[torch.Tensor]:
-        X_t = _as_tensor(X, torch.float32)
-        for start in range(0, len(X_t), self.chunk_size):
-            yield X_t[start : start + self.chunk_size].to(self.device_, non_blocking=True)
+        """Rows of X in chunks of ``chunk_size`` (null: the device's default) on the model's device."""
+        X_t = as_tensor(X, torch.float32)
+        rows = resolve_chunk_size(self.chunk_size, self.device_)
+        for start in range(0, len(X_t), rows):
+            yield X_t[start : start + rows].to(self.device_, non_blocking=True)
 
     @torch.no_grad()
     def predict_log_proba(
@@ -402,8 +466,9 @@ class NeuralClassifier:
     ) -> torch.Tensor:
         """Log-probabilities: [N, C] deterministic, or [N, K, C] with ``mc_samples=K`` MC-dropout passes.
 
-        Computed in chunks of ``chunk_size`` rows; the trunk runs once per chunk and only the
-        stochastic tail and head run K times. Returned on the CPU.
+        Computed in chunks of ``chunk_size`` rows (× passes); the trunk runs once per chunk and only
+        the stochastic tail and head run K times, pass k with the same masks for every row
+        (consistent MC dropout, see :mod:`al_core.mc_dropout`). Returned on the CPU.
         """
         self._check_fitted()
         self.module_.eval()
@@ -412,15 +477,10 @@ class NeuralClassifier:
             for xb in self._chunks(X):
                 out.append(F.log_softmax(self.module_(xb), dim=-1).float().cpu())
             return torch.cat(out) if out else torch.empty(0, self.n_classes)
-        gen = _generator(seed, self.device_)
-        with mc_dropout(self.module_, gen):
-            for xb in self._chunks(X):
-                h = self.module_.trunk(xb)
-                lp = torch.stack(
-                    [F.log_softmax(self.module_.head(self.module_.tail(h)), dim=-1) for _ in range(mc_samples)], dim=1
-                )
-                out.append(lp.float().cpu())
-        return torch.cat(out) if out else torch.empty(0, mc_samples, self.n_classes)
+        from al_core.mc_dropout import mc_log_probs
+
+        chunk = resolve_chunk_size(self.chunk_size, self.device_)
+        return mc_log_probs(self.module_, X, mc_samples, _generator(seed, self.device_), chunk_size=chunk)
 
     def predict_proba(self, X: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Probabilities [N, C] from a deterministic pass (dropout off)."""
@@ -502,7 +562,8 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -
     return train_idx, val_idx
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` as a tensor of ``dtype`` (read-only arrays, e.g. zero-copy from Arrow, are copied)."""
     if isinstance(x, torch.Tensor):
         return x.to(dtype)
     arr = np.asarray(x)

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from al_core.acquisition import get_strategy
+from al_core.config import Params
 from al_core.data import load_dataset, take_validation, write_features
 from al_core.errors import WorkspaceError
 from al_core.models import NeuralClassifier
@@ -73,6 +75,18 @@ def round_data(ws: Workspace, r: int) -> RoundData:
     return RoundData(r, pool_ids, X_pool, labeled_idx, y, candidate_idx)
 
 
+def scored_candidates(params: Params, data: RoundData) -> np.ndarray:
+    """Pool indices the round scores: every candidate, or with ``acquisition.pool_subset`` a
+    random subset of that size drawn from the round's ``score`` seed (sorted). The same subset
+    is scored for selection and, for CEAL, searched for pseudo-labels."""
+    cand, k = data.candidate_idx, params.acquisition.pool_subset
+    if not k or len(cand) <= k:
+        return cand
+    gen = torch.Generator().manual_seed(round_seeds(params.seed, data.round)["score"])
+    sub = torch.randperm(len(cand), generator=gen)
+    return np.sort(cand[sub[:k].numpy()])
+
+
 def train(ws: Workspace, data: RoundData | None = None) -> TrainResult:
     """train stage: fit the round's model on the labeled set (+ CEAL pseudo-labels); save models/model.pt."""
     params = ws.params
@@ -83,6 +97,8 @@ def train(ws: Workspace, data: RoundData | None = None) -> TrainResult:
     meta = ws.meta()
     strategy = get_strategy(params.acquisition.strategy, params.acquisition)
     X_val, y_val = ws.val_set() or (None, None)
+    # only a pseudo-labelling strategy (CEAL) looks at the candidates while training
+    cand = scored_candidates(params, data) if strategy.pseudo_labelling else data.candidate_idx[:0]
     result = train_round_model(
         params,
         tuple(meta["input_shape"]),
@@ -92,12 +108,12 @@ def train(ws: Workspace, data: RoundData | None = None) -> TrainResult:
         seed=round_seeds(params.seed, r)["train"],
         round_idx=r,
         strategy=strategy,
-        X_unlabeled=data.X_pool[data.candidate_idx],
+        X_unlabeled=data.X_pool[cand],
         X_val=X_val,
         y_val=y_val,
     )
     # pseudo-label indices are into the candidates; report them as pool indices
-    result.pseudo_indices = data.candidate_idx[result.pseudo_indices]
+    result.pseudo_indices = cand[result.pseudo_indices]
     atomic_write_bytes(ws.model_path, result.model.to_bytes())
     return result
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from al_core.config import Params, load_params
-from al_core.data import read_features
+from al_core.data import read_features, read_ids
 from al_core.errors import WorkspaceError
 from al_core.labels import LABELED_COLUMNS, empty_labeled
 
@@ -172,6 +172,10 @@ class Workspace:
     def pool(self) -> tuple[np.ndarray, np.ndarray]:
         ids, X, _ = read_features(self.pool_path)
         return ids, X
+
+    def pool_ids(self) -> np.ndarray:
+        """The pool's sample ids alone (reads one Parquet column, not the features)."""
+        return read_ids(self.pool_path)
 
     def test_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids, X, y = read_features(self.test_path)

@@ -43,7 +43,7 @@ def ingest_file(ws: Workspace, path: str | Path, partial: bool = False, source: 
         result.already_ingested = True
         return result
     records, parse_problems = parse_label_file(path.name, data)
-    ids, _ = ws.pool()
+    ids = ws.pool_ids()
     labeled = ws.labeled_set()
     new, problems = validate_labels(
         str(path),

@@ -102,9 +102,8 @@ def score_and_select(
         k = acq_params.batch_size
         strategy = get_strategy(acq_params.strategy, acq_params)
         gen = torch.Generator().manual_seed(seeds["select"])
-    if acq_params.pool_subset and model is not None and len(cand) > acq_params.pool_subset:
-        sub = torch.randperm(len(cand), generator=torch.Generator().manual_seed(seeds["score"]))
-        cand = np.sort(cand[sub[: acq_params.pool_subset].numpy()])
+    if model is not None:
+        cand = pipeline.scored_candidates(ws.params, data)
     t0 = time.perf_counter()
     X_cand = data.X_pool[cand]
     probs = model.predict_proba(X_cand) if model is not None else None

@@ -95,6 +95,8 @@ class Strategy(abc.ABC):
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: True when :meth:`pseudo_labels` may return samples (CEAL): training then needs the candidates
+    pseudo_labelling: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: AcquisitionParams | None = None) -> Strategy:

@@ -64,6 +64,8 @@ def ceal_pseudo_labels(
 class CealStrategy(Strategy):
     """Wraps a base strategy: its picks are the queries, plus CEAL pseudo-labels (Wang et al. 2016)."""
 
+    pseudo_labelling = True
+
     def __init__(self, base: Strategy, delta0: float = 0.05, decay: float = 0.0033):
         self.base = base
         self.delta0 = delta0
