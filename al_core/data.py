@@ -11,6 +11,7 @@ Sources: ``mnist1d`` (Greydanus 2020, generated with ``mnist1d.data.make_dataset
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import random
@@ -285,11 +286,25 @@ def read_ids(path: Path) -> np.ndarray:
 
 
 def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Read (ids [N], X [N, F] float32, labels [N] or None) written by :func:`write_features`."""
-    t = _read_table(path)
+    """Read (ids [N], X [N, F] float32, labels [N] or None) written by :func:`write_features`.
+
+    The arrays are read-only and cached per process while the file is unchanged (same path,
+    size and mtime): a campaign's rounds read the same pool and test split again and again."""
+    if not path.exists():
+        raise DatasetError(f"{path} is missing: run `alp init` (or `dvc pull`) in the workspace")
+    st = path.stat()
+    return _read_features_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_features_cached(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    t = _read_table(Path(path))
     ids = t.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
     col = t.column("features").combine_chunks()
     width = col.type.list_size
     X = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(ids), width)
     y = t.column("label").to_numpy() if "label" in t.column_names else None
+    for a in (ids, X, y):
+        if a is not None:
+            a.setflags(write=False)
     return ids, X, y

@@ -1,21 +1,17 @@
 """Thin Prefect tasks around al_core and the workspace I/O (DVC, queue, MLflow).
 
 Retries only where the work is I/O that can fail transiently (DVC push, MLflow logging).
-All DVC work of one workspace holds that workspace's Prefect concurrency slot.
+All git/DVC work of one workspace holds that workspace's file lock (``versioning.dvc_lock``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
 import torch
 from prefect import task
-from prefect.concurrency.sync import concurrency
 
 from al_core import pipeline
 from al_core.acquisition import Acquisition, get_strategy
@@ -37,37 +33,11 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-def dvc_slot_name(ws: Workspace) -> str:
-    return "alp-dvc-" + hashlib.sha1(str(ws.root).encode()).hexdigest()[:12]
-
-
-def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
-    """Create the global concurrency limit ``name`` in the Prefect API if it does not exist."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # created meanwhile by another run
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-
-
-@contextmanager
-def dvc_slot(ws: Workspace) -> Iterator[None]:
-    name = dvc_slot_name(ws)
-    ensure_concurrency_limit(name)
-    with concurrency(name, occupy=1, strict=True):
-        yield
-
-
 @task(name="version-labeled-set", retries=2, retry_delay_seconds=3)
 def version_labeled_set(root: str, r: int) -> dict[str, str]:
     ws = Workspace(root)
     atomic_write_json(ws.round_path, {"round": r})
-    with dvc_slot(ws):
+    with versioning.dvc_lock(ws):
         return versioning.version_labeled_set(ws, r)
 
 
@@ -158,7 +128,7 @@ def record_results(root: str, r: int, trained: bool, summary: dict[str, Any]) ->
     """dvc commit the train/evaluate outputs, write the round summary, git commit, dvc push."""
     ws = Workspace(root)
     ws.write_round_summary(r, summary)
-    with dvc_slot(ws):
+    with versioning.dvc_lock(ws):
         if trained:
             versioning.commit_stage_outputs(ws, ["train", "evaluate"])
         head = versioning.commit_all(ws, f"round-{r:03d}: results ({summary.get('strategy')})")
@@ -180,7 +150,7 @@ def ingest(root: str, path: str, partial: bool, source: str) -> IngestResult:
 @task(name="version-ingested", retries=2, retry_delay_seconds=3)
 def version_ingested(root: str, message: str) -> str:
     ws = Workspace(root)
-    with dvc_slot(ws):
+    with versioning.dvc_lock(ws):
         versioning.add_labeled_set(ws)
         head = versioning.commit_all(ws, message)
         versioning.push(ws)

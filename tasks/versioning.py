@@ -44,9 +44,12 @@ def git(root: Path, *args: str, check: bool = True) -> str:
 
 @contextmanager
 def dvc_lock(ws: Workspace) -> Iterator[None]:
+    """The workspace's git/DVC lock (``.alp/locks/dvc.lock``): one writer of its repository at a
+    time, across processes; re-entrant within a thread, so a versioning step can hold it around
+    several DVC and git calls that take it again."""
     lock_dir = ws.alp_dir / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / "dvc.lock"), timeout=600):
+    with FileLock(str(lock_dir / "dvc.lock"), timeout=600, is_singleton=True):
         yield
 
 
