@@ -112,22 +112,48 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     Continues an existing workspace; a workspace that cannot continue (e.g. a crash left it
     half-versioned) is discarded, with its MLflow run, and the campaign restarts from scratch."""
+
+    root = Path(job["workspace"])
+    summaries: list[dict[str, Any]] = []
+    with campaign_lock(job):
+        return _run_job_locked(job, root, summaries)
+
+
+@contextlib.contextmanager
+def campaign_lock(job: dict[str, Any]) -> Iterator[None]:
+    """One process per campaign: another ``alp benchmark`` on the same folder may hold it."""
     from filelock import FileLock, Timeout
 
     from al_core.errors import WorkspaceError
 
-    root = Path(job["workspace"])
-    summaries: list[dict[str, Any]] = []
-    lock = FileLock(str(Path(job["result_path"]).parent.parent / ".locks" / f"{job['name']}.lock"), timeout=0)
+    out = Path(job["result_path"]).parent.parent
+    lock = FileLock(str(out / ".locks" / f"{job['name']}.lock"), timeout=0)
     Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
     try:
-        lock.acquire()  # one process per campaign: another benchmark run on the same folder may hold it
+        lock.acquire()
     except Timeout:
-        raise WorkspaceError(f"{job['name']} is being run by another `alp benchmark` on {root.parent.parent}") from None
+        raise WorkspaceError(f"{job['name']} is being run by another `alp benchmark` on {out}") from None
     try:
-        return _run_job_locked(job, root, summaries)
+        yield
     finally:
         lock.release()
+
+
+def discard_job(job: dict[str, Any]) -> bool:
+    """Forget a campaign (``--redo``): its result, workspace and MLflow run; True if there was one."""
+    from al_core.workspace import Workspace
+
+    result, root = Path(job["result_path"]), Path(job["workspace"])
+    with campaign_lock(job):
+        run_ids = {json.loads(result.read_text()).get("run_id")} if result.exists() else set()
+        if (root / ".alp").is_dir():
+            run_ids.add(Workspace(root).state().get("campaign_run_id"))
+        for run_id in run_ids:
+            _discard_run(job["tracking_uri"], run_id)
+        existed = result.exists() or root.exists()
+        result.unlink(missing_ok=True)  # first: a half-discarded campaign is one to run, never a result
+        shutil.rmtree(root, ignore_errors=True)
+    return existed
 
 
 def _run_job_locked(job: dict[str, Any], root: Path, summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -403,11 +429,13 @@ def run_benchmark(
     seeds: list[int] | None = None,
     progress: bool = True,
     console: Console | None = None,
+    redo: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the benchmark ``cfg`` into ``out``; returns the summary rows and output paths.
 
     ``strategies``/``seeds`` pick a subset of the config's jobs (the rest can be run later into the
-    same folder); the figure and table cover every finished job of the config."""
+    same folder); the figure and table cover every finished job of the config. ``redo`` discards the
+    picked jobs' results, workspaces and MLflow runs first (e.g. after a fix), then runs them anew."""
     console = console or Console(stderr=True)
     for name in strategies or []:
         if name not in cfg.strategies:
@@ -418,6 +446,10 @@ def run_benchmark(
     bench = BenchmarkRun(cfg, Path(out))
     parent_run_id = bench.prepare()
     jobs = bench.jobs(parent_run_id, strategies or cfg.strategies, seeds or cfg.seeds)
+    if redo:
+        discarded = [j["name"] for j in jobs if discard_job(j)]
+        if discarded:
+            console.print(f"--redo: discarded {', '.join(discarded)}", highlight=False)
     todo = [j for j in jobs if not Path(j["result_path"]).exists()]
     n_workers = max(1, min(workers or cfg.workers, len(todo) or 1))
     console.print(
@@ -567,6 +599,12 @@ def benchmark_command(
         list[str] | None, typer.Option("--strategy", help="Run only this strategy of the config (repeatable).")
     ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Run only this seed (repeatable).")] = None,
+    redo: Annotated[
+        bool,
+        typer.Option(
+            "--redo", help="Discard the picked campaigns' results, workspaces and MLflow runs, then run them again."
+        ),
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -581,7 +619,9 @@ def benchmark_command(
     err = Console(stderr=True, soft_wrap=True)
     try:
         cfg = load_benchmark_config(config, parse_sets(set_ or [], example="budget=150"))
-        report = run_benchmark(cfg, out or Path("benchmark-runs") / cfg.name, workers, strategy, seed, console=err)
+        report = run_benchmark(
+            cfg, out or Path("benchmark-runs") / cfg.name, workers, strategy, seed, console=err, redo=redo
+        )
     except ALError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -120,6 +120,20 @@ def test_an_unfinished_campaign_continues_from_its_workspace(bench):
     assert again["table"] == report["table"]
 
 
+def test_redo_discards_a_campaign_and_reruns_it_identically(bench):
+    cfg, out, _report = bench
+    old = json.loads((out / "results" / "random-s1.json").read_text())
+    again = run_benchmark(cfg, out, workers=1, strategies=["random"], seeds=[1], progress=False, redo=True)
+    assert again["ran"] == ["random-s1"]
+    new = json.loads((out / "results" / "random-s1.json").read_text())
+    assert new["run_id"] != old["run_id"]  # a fresh campaign run ...
+    assert new["accuracy"] == old["accuracy"] and new["acquired_counts"] == old["acquired_counts"]  # ... same seeds
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    assert client.get_run(old["run_id"]).info.lifecycle_stage == "deleted"
+    assert len(Workspace(out / "workspaces" / "random-s1").round_summaries()) == 3
+    mlflow.set_tracking_uri("")
+
+
 def test_protocol_change_in_the_same_folder_is_refused(bench):
     _cfg, out, _ = bench
     other = load_benchmark_config(TINY, {"budget": 70})
