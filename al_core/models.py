@@ -131,11 +131,6 @@ def stack_passes(h: torch.Tensor, mc_samples: int) -> torch.Tensor:
     return h.unsqueeze(0).expand(mc_samples, *h.shape).reshape(mc_samples * h.shape[0], *h.shape[1:])
 
 
-def unstack_passes(logits: torch.Tensor, mc_samples: int) -> torch.Tensor:
-    """[K·B, C] → [B, K, C] log-probabilities."""
-    return F.log_softmax(logits.view(mc_samples, -1, logits.shape[-1]).transpose(0, 1), dim=-1)
-
-
 class MaxPool2x2(nn.Module):
     """2×2 max pooling, stride 2 (``nn.MaxPool2d(2)``); without autograd it is computed as two
     elementwise maxima over strided views, ~10× faster than the pooling kernel on a CPU."""
@@ -445,20 +440,23 @@ class NeuralClassifier:
     @torch.no_grad()
     def _loss(self, X: torch.Tensor, y: torch.Tensor) -> float:
         self.module_.eval()
-        logits = torch.cat([self.module_(xb) for xb in self._chunks(X)])
-        return float(F.cross_entropy(logits, y))
+        return float(F.cross_entropy(self._map_rows(X, self.module_, self.n_classes).to(y.device), y))
 
     # -------------------------------------------------------------- predict
     def _check_fitted(self) -> None:
         if not hasattr(self, "module_"):
             raise RuntimeError("this NeuralClassifier is not fitted yet: call fit() first")
 
-    def _chunks(self, X: np.ndarray | torch.Tensor) -> Iterator[torch.Tensor]:
-        """Rows of X in chunks of ``chunk_size`` (null: the device's default) on the model's device."""
+    def _map_rows(self, X: np.ndarray | torch.Tensor, fn: Any, width: int) -> torch.Tensor:
+        """``fn`` over the rows of X [N, F] in chunks of ``chunk_size`` (null: the device's default)
+        on the model's device → [N, width] float32 on the CPU, written into one preallocated buffer
+        (small per-chunk results kept alive between large activations fragment the heap)."""
         X_t = as_tensor(X, torch.float32)
         rows = resolve_chunk_size(self.chunk_size, self.device_)
+        out = torch.empty(len(X_t), width)
         for start in range(0, len(X_t), rows):
-            yield X_t[start : start + rows].to(self.device_, non_blocking=True)
+            out[start : start + rows] = fn(X_t[start : start + rows].to(self.device_, non_blocking=True))
+        return out
 
     @torch.no_grad()
     def predict_log_proba(
@@ -472,11 +470,8 @@ class NeuralClassifier:
         """
         self._check_fitted()
         self.module_.eval()
-        out = []
         if mc_samples is None:
-            for xb in self._chunks(X):
-                out.append(F.log_softmax(self.module_(xb), dim=-1).float().cpu())
-            return torch.cat(out) if out else torch.empty(0, self.n_classes)
+            return self._map_rows(X, lambda xb: F.log_softmax(self.module_(xb), dim=-1), self.n_classes)
         from al_core.mc_dropout import mc_log_probs
 
         chunk = resolve_chunk_size(self.chunk_size, self.device_)
@@ -494,8 +489,7 @@ class NeuralClassifier:
         """Penultimate-layer embeddings [N, D] (dropout off), on the CPU."""
         self._check_fitted()
         self.module_.eval()
-        out = [self.module_.embed(xb).float().cpu() for xb in self._chunks(X)]
-        return torch.cat(out) if out else torch.empty(0, self.module_.embedding_dim)
+        return self._map_rows(X, self.module_.embed, self.module_.embedding_dim)
 
     # ------------------------------------------------------------ persist
     def get_params(self) -> dict[str, Any]:
