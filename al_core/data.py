@@ -274,15 +274,19 @@ def write_features(path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | N
     pq.write_table(features_table(ids, X, y), path)
 
 
-def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+def _require(path: Path) -> Path:
     if not path.exists():
         raise DatasetError(f"{path} is missing: run `alp init` (or `dvc pull`) in the workspace")
-    return pq.read_table(path, columns=columns)
+    return path
+
+
+def _ids(table: pa.Table) -> np.ndarray:
+    return table.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
 
 
 def read_ids(path: Path) -> np.ndarray:
     """The sample ids [N] of a file written by :func:`write_features`, without reading the features."""
-    return _read_table(path, ["sample_id"]).column("sample_id").to_numpy(zero_copy_only=False).astype(str)
+    return _ids(pq.read_table(_require(path), columns=["sample_id"]))
 
 
 def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -290,16 +294,14 @@ def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
 
     The arrays are read-only and cached per process while the file is unchanged (same path,
     size and mtime): a campaign's rounds read the same pool and test split again and again."""
-    if not path.exists():
-        raise DatasetError(f"{path} is missing: run `alp init` (or `dvc pull`) in the workspace")
-    st = path.stat()
+    st = _require(path).stat()
     return _read_features_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
 def _read_features_cached(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    t = _read_table(Path(path))
-    ids = t.column("sample_id").to_numpy(zero_copy_only=False).astype(str)
+    t = pq.read_table(path)
+    ids = _ids(t)
     col = t.column("features").combine_chunks()
     width = col.type.list_size
     X = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(ids), width)

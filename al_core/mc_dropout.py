@@ -45,8 +45,8 @@ def mc_log_probs(
     # one output buffer, filled chunk by chunk: keeping many small per-chunk results alive between
     # the large transient activations fragments the heap (RSS grew by 5.8 GB over a 60k pool)
     out = torch.empty(X_t.shape[0], mc_samples, module.head.out_features)
-    rows = max(1, chunk_size // mc_samples)
-    with mc_dropout(module, generator, mc_samples):
+    with mc_dropout(module, generator, mc_samples):  # validates mc_samples
+        rows = max(1, chunk_size // mc_samples)
         for s in range(0, X_t.shape[0], rows):
             xb = X_t[s : s + rows].to(device)
             if cache_trunk:

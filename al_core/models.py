@@ -440,7 +440,8 @@ class NeuralClassifier:
     @torch.no_grad()
     def _loss(self, X: torch.Tensor, y: torch.Tensor) -> float:
         self.module_.eval()
-        return float(F.cross_entropy(self._map_rows(X, self.module_, self.n_classes).to(y.device), y))
+        rows = resolve_chunk_size(self.chunk_size, self.device_)  # logits stay on the device
+        return float(F.cross_entropy(torch.cat([self.module_(X[s : s + rows]) for s in range(0, len(X), rows)]), y))
 
     # -------------------------------------------------------------- predict
     def _check_fitted(self) -> None:

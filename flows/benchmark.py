@@ -112,11 +112,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     Continues an existing workspace; a workspace that cannot continue (e.g. a crash left it
     half-versioned) is discarded, with its MLflow run, and the campaign restarts from scratch."""
-
-    root = Path(job["workspace"])
-    summaries: list[dict[str, Any]] = []
     with campaign_lock(job):
-        return _run_job_locked(job, root, summaries)
+        return _run_job_locked(job, Path(job["workspace"]))
 
 
 @contextlib.contextmanager
@@ -156,12 +153,13 @@ def discard_job(job: dict[str, Any]) -> bool:
     return existed
 
 
-def _run_job_locked(job: dict[str, Any], root: Path, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def _run_job_locked(job: dict[str, Any], root: Path) -> dict[str, Any]:
     from al_core.errors import WorkspaceError
     from al_core.workspace import Workspace
     from flows.campaign import campaign_flow
     from flows.workspace_init import init_workspace
 
+    summaries: list[dict[str, Any]] = []
     for attempt in (0, 1):
         if not (root / "params.yaml").exists() or not (root / ".dvc").is_dir():
             shutil.rmtree(root, ignore_errors=True)  # never made, or an init that did not finish
