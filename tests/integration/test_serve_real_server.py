@@ -81,8 +81,13 @@ def served(stack_env, tmp_path):
 def test_labels_in_the_inbox_run_exactly_one_next_round(served):
     ws, proc = served
     name = ws.root.name
-    round_dep = wait_for("the deployments", lambda: deployment(f"alp-round/{name}"), timeout=90)
-    assert deployment(f"alp-inbox/{name}") is not None
+
+    def both_deployments():
+        # `serve` registers the two one after the other: wait for both, not just the first
+        deps = [deployment(f"alp-round/{name}"), deployment(f"alp-inbox/{name}")]
+        return deps if all(deps) else None
+
+    round_dep, _ = wait_for("the deployments", both_deployments, timeout=90)
     assert round_dep.global_concurrency_limit.limit == 1  # never two rounds of one campaign at once
     assert [s.schedule.cron for s in round_dep.schedules] == ["0 3 * * *"]
     # `alp status`: the next scheduled round, read from the server's scheduled runs of the deployment
