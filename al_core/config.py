@@ -61,6 +61,9 @@ class TrainingParams(_Section):
     weight_decay: float = Field(default=0.0, ge=0.0)
     #: epochs without validation improvement before stopping
     patience: int = Field(default=10, ge=1)
+    #: what early stopping watches: validation loss (better-calibrated probabilities for the
+    #: uncertainty scores) or validation accuracy (the BatchBALD protocol, Kirsch et al. 2019)
+    early_stopping: Literal["loss", "accuracy"] = "loss"
     #: optimizer steps trained at least before early stopping may stop (small labeled sets)
     min_steps: int = Field(default=300, ge=0)
     #: fraction of the labeled set held out for early stopping
@@ -69,7 +72,6 @@ class TrainingParams(_Section):
     #: length, like batchbald_redux's RandomFixedLengthSampler (Kirsch et al. 2019)
     epoch_samples: int | None = Field(default=None, ge=1)
     device: str = "auto"
-    #: rows per chunk when scoring the pool (bounds memory)
     #: rows per inference chunk; null = 256 on a CPU (cache-sized), 4096 on a GPU
     chunk_size: int | None = Field(default=None, ge=1)
     #: CPU threads for torch (null = torch's default). Small models train fastest on 1 thread,

@@ -56,6 +56,10 @@ def resolve_chunk_size(chunk_size: int | None, device: torch.device) -> int:
     return chunk_size if chunk_size else AUTO_CHUNK.get(device.type, AUTO_CHUNK["cuda"])
 
 
+#: what early stopping watches on the validation set
+EARLY_STOPPING = ("loss", "accuracy")
+
+
 class GeneratorDropout(nn.Module):
     """Inverted dropout whose masks come from ``self.generator`` (never the global RNG).
 
@@ -296,6 +300,7 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
 class FitHistory:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = 0
 
 
@@ -309,7 +314,9 @@ class NeuralClassifier:
     """Estimator around an :class:`ALNet`: ``fit``, ``predict_proba``, ``predict_log_proba``, ``embed``.
 
     Training is Adam with early stopping on a validation split of the labeled set
-    (best weights restored). Fitted attributes: ``module_``, ``history_``, ``device_``.
+    (best weights restored), judged by validation loss or, as in BatchBALD's experiments
+    (Kirsch et al. 2019), validation accuracy (``early_stopping``). Fitted attributes:
+    ``module_``, ``history_``, ``device_``.
     """
 
     def __init__(
@@ -330,7 +337,10 @@ class NeuralClassifier:
         seed: int = 0,
         chunk_size: int | None = None,
         epoch_samples: int | None = None,
+        early_stopping: str = "loss",
     ):
+        if early_stopping not in EARLY_STOPPING:
+            raise ValueError(f"early_stopping must be one of {', '.join(EARLY_STOPPING)}, got {early_stopping!r}")
         self.arch = arch
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
@@ -347,6 +357,7 @@ class NeuralClassifier:
         self.seed = seed
         self.chunk_size = chunk_size
         self.epoch_samples = epoch_samples
+        self.early_stopping = early_stopping
 
     # ------------------------------------------------------------------ fit
     def _init_module(self) -> None:
@@ -420,8 +431,10 @@ class NeuralClassifier:
             hist.train_loss.append(total / epoch_len)
             if len(val_idx) == 0:
                 continue
-            val = self._loss(Xva, yva)
-            hist.val_loss.append(val)
+            val_loss, val_acc = self._val_metrics(Xva, yva)
+            hist.val_loss.append(val_loss)
+            hist.val_accuracy.append(val_acc)
+            val = val_loss if self.early_stopping == "loss" else -val_acc  # lower is better
             if val < best_val - 1e-6:
                 best_val, bad, hist.best_epoch = val, 0, epoch
                 best_state = copy.deepcopy(self.module_.state_dict())
@@ -438,10 +451,12 @@ class NeuralClassifier:
         return self
 
     @torch.no_grad()
-    def _loss(self, X: torch.Tensor, y: torch.Tensor) -> float:
+    def _val_metrics(self, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """(cross-entropy, accuracy) of the deterministic network on a validation set."""
         self.module_.eval()
         rows = resolve_chunk_size(self.chunk_size, self.device_)  # logits stay on the device
-        return float(F.cross_entropy(torch.cat([self.module_(X[s : s + rows]) for s in range(0, len(X), rows)]), y))
+        logits = torch.cat([self.module_(X[s : s + rows]) for s in range(0, len(X), rows)])
+        return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
     # -------------------------------------------------------------- predict
     def _check_fitted(self) -> None:
@@ -513,6 +528,7 @@ class NeuralClassifier:
                 "seed",
                 "chunk_size",
                 "epoch_samples",
+                "early_stopping",
             )
         }
 

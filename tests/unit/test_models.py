@@ -104,3 +104,29 @@ def test_stratified_split_keeps_every_class_in_train():
     y = np.array([0] * 10 + [1] * 10 + [2])
     tr, va = stratified_split(y, 0.2, np.random.default_rng(0))
     assert set(y[tr]) == {0, 1, 2} and len(va) == 4 and not set(tr) & set(va)
+
+
+@pytest.mark.parametrize("watch", ["loss", "accuracy"])
+def test_early_stopping_restores_the_best_epoch_of_the_watched_metric(watch):
+    # a weak signal, a small training set and a fixed validation set: the network overfits, so
+    # validation loss bottoms out epochs before validation accuracy peaks
+    def data(n, seed):
+        rng = np.random.default_rng(seed)
+        y = np.arange(n) % 4
+        return rng.normal(size=(n, 64)).astype(np.float32) + y[:, None] * 0.1, y
+
+    (X, y), (Xv, yv) = data(40, 1), data(400, 2)
+    kw = dict(hidden=32, epochs=40, patience=40, min_steps=0, lr=1e-2, device="cpu", early_stopping=watch)
+    clf = NeuralClassifier("mlp", (64,), 4, **kw).fit(X, y, X_val=Xv, y_val=yv)
+    h = clf.history_
+    by_loss, by_acc = int(np.argmin(h.val_loss)), int(np.argmax(h.val_accuracy))
+    assert by_loss != by_acc  # the two criteria disagree here, so the test tells them apart
+    assert h.best_epoch == (by_loss if watch == "loss" else by_acc)
+    # the restored weights are that epoch's
+    acc = float((clf.predict_proba(Xv).argmax(1).numpy() == yv).mean())
+    assert acc == pytest.approx(h.val_accuracy[h.best_epoch], abs=1e-6)
+
+
+def test_an_unknown_early_stopping_metric_is_refused():
+    with pytest.raises(ValueError, match="early_stopping must be one of loss, accuracy"):
+        NeuralClassifier("mlp", (64,), 4, early_stopping="f1")
