@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -57,7 +57,8 @@ def resolve_chunk_size(chunk_size: int | None, device: torch.device) -> int:
 
 
 #: what early stopping watches on the validation set
-EARLY_STOPPING = ("loss", "accuracy")
+EarlyStopping = Literal["loss", "accuracy"]
+EARLY_STOPPING: tuple[str, ...] = get_args(EarlyStopping)
 
 
 class GeneratorDropout(nn.Module):
@@ -337,7 +338,7 @@ class NeuralClassifier:
         seed: int = 0,
         chunk_size: int | None = None,
         epoch_samples: int | None = None,
-        early_stopping: str = "loss",
+        early_stopping: EarlyStopping = "loss",
     ):
         if early_stopping not in EARLY_STOPPING:
             raise ValueError(f"early_stopping must be one of {', '.join(EARLY_STOPPING)}, got {early_stopping!r}")

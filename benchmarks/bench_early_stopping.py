@@ -2,12 +2,13 @@
 
     .venv/bin/python -m benchmarks.bench_early_stopping            # ≈ 10 min on 2 cores
 
-One fit of the BatchBALD CNN (``bbald_cnn``, dropout 0.5) per (protocol, label count, seed) on a
-fixed labeled set (20: two per class; 100: uniformly random), early-stopped on the same 1,024-image
-validation split that ``alp benchmark`` takes out of the pool, scored on the 10,000 test images. The
-protocols differ in what early stopping watches (``training.early_stopping``), the epoch length
-(``training.epoch_samples``) and whether the pixels are standardized with MNIST's mean and std, as
-the paper's data loader does. Accuracy is the deterministic network's and, beside it, the mean
+One fit per (protocol, label count, seed) of the model that benchmarks/configs/mnist_batchbald.yaml
+trains (its params, through the production ``make_classifier``), on a fixed labeled set (20: the
+protocol's class-balanced cold start; 100: uniformly random), early-stopped on the same validation
+split that ``alp benchmark`` takes out of the pool, scored on the 10,000 test images. The protocols
+change that config in what early stopping watches (``training.early_stopping``), the epoch length
+(``training.epoch_samples``) or standardize the pixels with MNIST's mean and std, as the paper's
+data loader does. Accuracy is the deterministic network's and, beside it, the mean
 prediction of 20 MC-dropout passes (what the paper reports).
 """
 
@@ -15,53 +16,51 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from al_core.config import DatasetParams
-from al_core.data import load_mnist, take_validation
-from al_core.models import NeuralClassifier
+from al_core.config import Params, with_overrides
+from al_core.data import Dataset, load_dataset, take_validation
+from al_core.pipeline import balanced_cold_start
+from al_core.training import apply_cpu_threads, make_classifier
+from flows.benchmark import load_benchmark_config
 
-MNIST_DIR = "/work/shared/data/mnist"
+CONFIG = Path(__file__).parent / "configs" / "mnist_batchbald.yaml"
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+PAPER_EPOCHS = {"training.epoch_samples": 5056, "training.min_steps": 0, "training.epochs": 30}
 
-#: name → (early_stopping, epoch_samples, min_steps, epochs, standardize)
-PROTOCOLS: dict[str, tuple[str, int, int, int, bool]] = {
-    "loss, 640-sample epochs (before)": ("loss", 640, 100, 20, False),
-    "accuracy, 640-sample epochs (now)": ("accuracy", 640, 100, 20, False),
-    "accuracy, 640, standardized pixels": ("accuracy", 640, 100, 20, True),
-    "loss, 5,056-sample epochs": ("loss", 5056, 0, 30, False),
-    "accuracy, 5,056 (the paper's runs)": ("accuracy", 5056, 0, 30, False),
+#: name → (overrides of the config's params, standardize the pixels)
+PROTOCOLS: dict[str, tuple[dict[str, Any], bool]] = {
+    "loss, 640-sample epochs (before)": ({"training.early_stopping": "loss"}, False),
+    "accuracy, 640-sample epochs (now)": ({}, False),
+    "accuracy, 640, standardized pixels": ({}, True),
+    "loss, 5,056-sample epochs": ({"training.early_stopping": "loss", **PAPER_EPOCHS}, False),
+    "accuracy, 5,056 (the paper's runs)": (PAPER_EPOCHS, False),
 }
 
 
 def labeled_set(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, n])
-    if n == 20:  # the protocol's class-balanced cold start
-        return np.concatenate([rng.choice(np.flatnonzero(y == c), 2, replace=False) for c in range(10)])
-    return rng.choice(len(y), n, replace=False)
+    if n == 20:
+        return balanced_cold_start(y, n, seed)
+    return np.random.default_rng(seed).choice(len(y), n, replace=False)
 
 
-def fit_once(protocol: str, n: int, seed: int, pool: Any, val: Any, test: Any) -> dict[str, float]:
-    stop, epoch_samples, min_steps, epochs, standardize = PROTOCOLS[protocol]
-
+def fit_once(params: Params, standardize: bool, n: int, seed: int, pool: Dataset, val: Dataset) -> dict[str, float]:
     def scale(X: np.ndarray) -> np.ndarray:
         return (X - MNIST_MEAN) / MNIST_STD if standardize else X
 
     idx = labeled_set(pool.pool_y, n, seed)
-    clf = NeuralClassifier(
-        "bbald_cnn", (1, 28, 28), 10, hidden=128, dropout=0.5, epochs=epochs, batch_size=64, patience=3,
-        min_steps=min_steps, device="cpu", seed=seed, epoch_samples=epoch_samples, early_stopping=stop,
-    )  # fmt: skip
+    clf = make_classifier(params, pool.input_shape, len(pool.classes), seed)
     t0 = time.perf_counter()
     clf.fit(scale(pool.pool_X[idx]), pool.pool_y[idx], X_val=scale(val.test_X), y_val=val.test_y)
     seconds = time.perf_counter() - t0
-    X_test = scale(test.test_X)
-    det = float((clf.predict_proba(X_test).argmax(1).numpy() == test.test_y).mean())
+    X_test = scale(pool.test_X)
+    det = float((clf.predict_proba(X_test).argmax(1).numpy() == pool.test_y).mean())
     mc = torch.logsumexp(clf.predict_log_proba(X_test, mc_samples=20, seed=seed), dim=1)
-    return {"det": det, "mc": float((mc.argmax(1).numpy() == test.test_y).mean()), "seconds": seconds}
+    return {"det": det, "mc": float((mc.argmax(1).numpy() == pool.test_y).mean()), "seconds": seconds}
 
 
 def main() -> None:
@@ -69,17 +68,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--labels", default="20,100")
     args = ap.parse_args()
-    torch.set_num_threads(1)  # as the benchmark's workers
-    data = load_mnist(DatasetParams(name="mnist", path=MNIST_DIR, pool_size=None, test_size=None))
-    pool, val = take_validation(data, 1024, 0)
+    base = with_overrides(Params(), **load_benchmark_config(CONFIG).overrides())
+    apply_cpu_threads(base)  # one thread, as the benchmark's workers
+    pool, val = take_validation(load_dataset(base.dataset), base.dataset.val_size, base.dataset.seed)
+    assert val is not None  # the config takes a validation split out of the pool
     print("| protocol | labels | test acc (deterministic) | test acc (20 MC passes) | s / fit |")
     print("|---|---|---|---|---|")
     for n in (int(x) for x in args.labels.split(",")):
-        for protocol in PROTOCOLS:
-            runs = [fit_once(protocol, n, s, pool, val, data) for s in range(args.seeds)]
+        for name, (overrides, standardize) in PROTOCOLS.items():
+            params = with_overrides(base, **overrides)
+            runs = [fit_once(params, standardize, n, s, pool, val) for s in range(args.seeds)]
             det, mc, sec = (np.array([r[k] for r in runs]) for k in ("det", "mc", "seconds"))
             print(
-                f"| {protocol} | {n} | {det.mean():.3f} ± {det.std():.3f} | {mc.mean():.3f} ± {mc.std():.3f} "
+                f"| {name} | {n} | {det.mean():.3f} ± {det.std():.3f} | {mc.mean():.3f} ± {mc.std():.3f} "
                 f"| {sec.mean():.1f} |",
                 flush=True,
             )
