@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from al_core.errors import ConfigError, did_you_mean
+from al_core.stopping import StopParams
 
 DATASETS = ("mnist1d", "digits", "mnist", "table")
 
@@ -108,6 +109,8 @@ class AcquisitionParams(_Section):
     #: BatchBALD: sampled joint configurations once C^n exceeds this
     batchbald_samples: int = Field(default=10_000, ge=1)
     ceal: CealParams = CealParams()
+    #: stopping criteria (al_core/stopping.py): computed every round, the enabled ones stop a campaign
+    stop: StopParams = StopParams()
 
     @field_validator("strategy")
     @classmethod

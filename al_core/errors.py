@@ -54,6 +54,10 @@ class UnknownStrategyError(ALError, KeyError):
         return str(self.args[0])
 
 
+class CampaignStoppedError(WorkspaceError):
+    """The campaign's stopping rule (acquisition.stop) has fired; ``alp continue`` goes on."""
+
+
 class ShapeError(ALError, ValueError):
     """A tensor handed to an acquisition function has the wrong shape."""
 
