@@ -248,7 +248,8 @@ def decide(params: StopParams, history: Sequence[StopObservation], label_budget:
     flags = [c.fired for c in values if c.name in enabled]
     stop = bool(flags) and (any(flags) if params.rule == "any" else all(flags))
     joiner = " and " if params.rule == "all" else "; "
-    return StopDecision(last.round, params.rule, enabled, values, stop, joiner.join(c.text for c in fired) if stop else "")
+    reason = joiner.join(c.text for c in fired) if stop else ""
+    return StopDecision(last.round, params.rule, enabled, values, stop, reason)
 
 
 def first_firing(

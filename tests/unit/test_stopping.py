@@ -146,7 +146,7 @@ def test_observe_pairs_rounds_and_first_firing():
 def test_params_reject_unknown_criteria_and_keys():
     with pytest.raises(ConfigError, match="criteria"):
         parse_params({"acquisition": {"stop": {"criteria": ["kappa"]}}})
-    with pytest.raises(ConfigError, match="unknown key 'acquisition.stop.windw'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'acquisition\.stop\.windw'"):
         parse_params({"acquisition": {"stop": {"windw": 3}}})
     p = parse_params({"acquisition": {"stop": {"criteria": ["plateau", "budget"], "rule": "all"}}})
     assert p.acquisition.stop.criteria == ["plateau", "budget"]
