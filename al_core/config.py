@@ -7,7 +7,7 @@ the value and the valid choices.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,44 +15,61 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from al_core.errors import ConfigError, did_you_mean
 from al_core.stopping import StopParams
 
-DATASETS = ("mnist1d", "digits", "mnist", "table")
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetParams(_Section):
-    """Where the pool and the test split come from."""
+def _dataset_union() -> tuple[Any, tuple[str, ...]]:
+    """The ``dataset`` section: one params model per registered data source, told apart by ``name``."""
+    from al_core.sources import SOURCES
 
-    name: Literal["mnist1d", "digits", "mnist", "table"] = "mnist1d"
-    #: mnist1d: samples generated for the pool; mnist/digits/table: cap on the pool (null = all)
-    pool_size: int | None = Field(default=4000, ge=1)
-    #: mnist1d: samples generated for the test split; others: cap on the test split (null = all)
-    test_size: int | None = Field(default=1000, ge=1)
-    #: mnist: directory with the IDX gz files; table: the Parquet/CSV file with features and sample_id
-    path: str | None = None
-    #: table: a labeled test file (same columns plus the label column)
-    test_path: str | None = None
-    #: table without test_path, and digits: fraction of labeled rows held out for testing
-    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    id_column: str = "sample_id"
-    label_column: str = "label"
-    #: table: feature columns (null = every numeric column but id and label)
-    feature_columns: list[str] | None = None
-    #: a labeled validation split of this many samples taken out of the pool by `prepare` (like the
-    #: test split; used for early stopping, never queued). null = split val_fraction off the labeled set
-    val_size: int | None = Field(default=None, ge=1)
-    #: the seed of the data preparation (generation, splits)
-    seed: int = 0
+    models = tuple(source.params for _, source in SOURCES.items())
+    return Annotated[Union[models], Field(discriminator="name")], SOURCES.names()  # noqa: UP007
+
+
+#: the ``dataset`` section's type (a discriminated union on ``dataset.name``) and the source names
+DatasetParams, DATASETS = _dataset_union()
+#: keys that the single dataset section of earlier params.yaml files held for every source, with
+#: their old defaults: dropped where the source has no such key (any other value is still refused)
+LEGACY_DATASET_DEFAULTS: dict[str, Any] = {
+    "path": None, "test_path": None, "test_fraction": 0.2, "id_column": "sample_id",
+    "label_column": "label", "feature_columns": None, "pool_size": 4000, "test_size": 1000,
+}  # fmt: skip
 
 
 class ModelParams(_Section):
-    #: auto picks cnn1d for mnist1d, cnn2d for images (mnist, digits), mlp for tables
-    #: bbald_cnn: the MNIST CNN of the BatchBALD paper (Kirsch et al. 2019), for images of 16×16 or more
-    arch: Literal["auto", "mlp", "cnn1d", "cnn2d", "bbald_cnn"] = "auto"
+    #: a registered architecture (al_core/architectures/), or auto: the data source's choice
+    arch: str = "auto"
     hidden: int = Field(default=128, ge=1)
     dropout: float = Field(default=0.25, ge=0.0, lt=1.0)
+    #: arch custom: "package.module:build" or "path/to/file.py:build"; build(input_shape, n_classes) -> nn.Module
+    factory: str | None = None
+    #: a frozen pretrained backbone (TorchScript .pt, or weights with backbone_factory): prepare computes
+    #: its features once per sample, and only the head (arch) is trained each round
+    backbone: str | None = None
+    #: backbone given as weights (loaded with weights_only=True): "module:fn" or "file.py:fn", fn() -> nn.Module
+    backbone_factory: str | None = None
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        from al_core.architectures import ARCHITECTURES
+
+        if v != "auto" and v not in ARCHITECTURES.names():
+            raise ValueError(f"not an architecture.{did_you_mean(v, ARCHITECTURES.names())} "
+                             f"Valid: auto, {', '.join(ARCHITECTURES.names())}")  # fmt: skip
+        return v
+
+    @model_validator(mode="after")
+    def _factory_fits_arch(self) -> ModelParams:
+        if self.arch == "custom" and not self.factory:
+            raise ValueError("model.arch = custom needs model.factory: 'package.module:build' or 'file.py:build'")
+        if self.factory and self.arch != "custom":
+            raise ValueError(f"model.factory is set but model.arch = {self.arch}: set model.arch: custom")
+        if self.backbone_factory and not self.backbone:
+            raise ValueError("model.backbone_factory needs model.backbone (the weights file it loads)")
+        return self
 
 
 class TrainingParams(_Section):
@@ -138,6 +155,14 @@ class QueueParams(_Section):
             raise ValueError(f"queue.path = {self.path!r}: the s3 backend needs s3://bucket/prefix")
         if self.backend == "folder" and is_s3:
             raise ValueError(f"queue.path = {self.path!r} is an S3 URL: set queue.backend: s3 as well")
+        if self.backend == "folder" and not Path(self.path).is_absolute():
+            import os
+
+            if os.path.normpath(self.path).split(os.sep)[0] == "..":
+                raise ValueError(
+                    f"queue.path = {self.path!r} leaves the workspace: give a folder inside it (e.g. queue), "
+                    "or an absolute path if the queue really lives elsewhere"
+                )
         return self
 
 
@@ -181,7 +206,7 @@ class Params(_Section):
     """params.yaml."""
 
     seed: int = 0
-    dataset: DatasetParams = DatasetParams()
+    dataset: DatasetParams = Field(default_factory=lambda: _default_dataset())
     model: ModelParams = ModelParams()
     training: TrainingParams = TrainingParams()
     acquisition: AcquisitionParams = AcquisitionParams()
@@ -190,22 +215,43 @@ class Params(_Section):
     versioning: VersioningParams = VersioningParams()
     schedule: ScheduleParams = ScheduleParams()
 
-    @model_validator(mode="after")
-    def _dataset_paths(self) -> Params:
-        if self.dataset.name == "table" and not self.dataset.path:
-            raise ValueError("dataset.path is required for dataset.name = table (a Parquet or CSV file)")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_dataset_keys(cls, data: Any) -> Any:
+        section = data.get("dataset") if isinstance(data, dict) else None
+        if not isinstance(section, dict) or section.get("name", "mnist1d") not in DATASETS:
+            return data
+        from al_core.sources import get_source
+
+        fields = get_source(section.get("name", "mnist1d")).params.model_fields
+        kept = {k: v for k, v in section.items() if k in fields or LEGACY_DATASET_DEFAULTS.get(k, ...) != v}
+        return {**data, "dataset": kept}
 
     def resolved_arch(self) -> str:
+        """``model.arch``; ``auto`` = the data source's choice (mlp on a backbone's features)."""
+        from al_core.sources import get_source
+
         if self.model.arch != "auto":
             return self.model.arch
-        return {"mnist1d": "cnn1d", "mnist": "cnn2d", "digits": "cnn2d"}.get(self.dataset.name, "mlp")
+        if self.model.backbone:
+            return "mlp"
+        return get_source(self.dataset.name).arch_for(self.dataset)
+
+
+def _default_dataset() -> Any:
+    from al_core.sources import dataset_params
+
+    return dataset_params(name="mnist1d")
 
 
 def _format_error(err: dict[str, Any], source: str) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in _error_loc(err["loc"])) or "(top level)"
     value = err.get("input")
     kind = err["type"]
+    if kind == "union_tag_invalid":  # dataset.name is not a registered data source
+        tag = str(err.get("ctx", {}).get("tag", ""))
+        hint = did_you_mean(tag, DATASETS)
+        return f"{source}: {loc}.name = {tag!r} is not a data source.{hint} Valid: {', '.join(DATASETS)}"
     if kind == "extra_forbidden":
         section = _section_for(err["loc"][:-1])
         valid = sorted(section.model_fields) if section else []
@@ -220,11 +266,28 @@ def _format_error(err: dict[str, Any], source: str) -> str:
 def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = Params
     for part in loc:
+        if model is Params and part == "dataset":
+            model = _DatasetTag
+            continue
+        if model is _DatasetTag:  # the union's tag: the source's own params model
+            from al_core.sources import get_source
+
+            model = get_source(str(part)).params
+            continue
         field = model.model_fields.get(str(part))
         if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
             return None
         model = field.annotation
     return model
+
+
+class _DatasetTag(BaseModel):
+    """Marks the ``dataset`` union while walking an error's location (its next part is the tag)."""
+
+
+def _error_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An error's location without the union's tag: ('dataset', 'table', 'path') → ('dataset', 'path')."""
+    return (loc[0], *loc[2:]) if len(loc) > 1 and loc[0] == "dataset" and loc[1] in DATASETS else loc
 
 
 def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Params:
@@ -257,6 +320,11 @@ def load_params(path: str | Path) -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     data = read_yaml(path, "run `alp init DIR` to create a workspace with a params.yaml")
+    if data is None:
+        raise ConfigError(
+            f"{path} is empty: restore it (`git -C {path.parent} checkout params.yaml` in a workspace) "
+            "or write the sections you need; alp init writes a complete one"
+        )
     return parse_params(data, str(path))
 
 

@@ -29,9 +29,6 @@ from al_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Arch = Literal["mlp", "cnn1d", "cnn2d", "bbald_cnn"]
-ARCHS: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d", "bbald_cnn")
-
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU; anything else is passed to ``torch.device``."""
@@ -173,109 +170,32 @@ def build_network(
     hidden: int = 128,
     dropout: float = 0.25,
     generator: torch.Generator | None = None,
+    factory: str | None = None,
 ) -> ALNet:
-    """Build an :class:`ALNet` for inputs of ``input_shape`` (without the batch dimension).
+    """Build the registered architecture ``arch`` (:mod:`al_core.architectures`) as an :class:`ALNet`
+    for inputs of ``input_shape`` (without the batch dimension); ``factory``: ``model.factory``.
 
-    Layers are created on the meta device and initialised from ``generator`` (seed 0 if None),
-    so building a network never draws from the global RNG. 2-D conv weights are channels-last,
-    which oneDNN trains ~1.7× faster on a CPU (and GPUs prefer too).
+    Built-in layers are created on the meta device and initialised from ``generator`` (seed 0 if
+    None), so building a network never draws from the global RNG. 2-D conv weights are
+    channels-last, which oneDNN trains ~1.7× faster on a CPU (and GPUs prefer too).
     """
+    from al_core.architectures import NetSpec, get_architecture
+
+    generator = generator if generator is not None else _generator(0, torch.device("cpu"))
+    architecture = get_architecture(arch)
+    spec = NetSpec(tuple(input_shape), n_classes, hidden, dropout, factory, seed=generator.initial_seed())
+    if not architecture.seeded_init:
+        return architecture.build(spec)
     with torch.device("meta"):
-        net = _build(arch, input_shape, n_classes, hidden, dropout)
+        net = architecture.build(spec)
     net = net.to_empty(device="cpu")
-    init_weights(net, generator if generator is not None else _generator(0, torch.device("cpu")))
+    init_weights(net, generator)
     if any(isinstance(m, nn.Conv2d) for m in net.modules()):
         net = net.to(memory_format=torch.channels_last)
     return net
 
 
-def _build(arch: str, input_shape: tuple[int, ...], n_classes: int, hidden: int, dropout: float) -> ALNet:
-    if arch == "mlp":
-        d = int(np.prod(input_shape))
-        trunk = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU())
-        tail = nn.Sequential(GeneratorDropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(), GeneratorDropout(dropout))
-    elif arch == "cnn1d":
-        if len(input_shape) == 1:
-            channels, length = 1, input_shape[0]
-        elif len(input_shape) == 2:
-            channels, length = input_shape
-        else:
-            raise ConfigError(f"model.arch = cnn1d needs inputs of shape [L] or [C, L], got {list(input_shape)}")
-        trunk = nn.Sequential(
-            _Unsqueeze(channels, length),
-            nn.Conv1d(channels, 32, 5, padding=2),
-            nn.ReLU(),
-            nn.Conv1d(32, 32, 3, padding=1, stride=2),
-            nn.ReLU(),
-            nn.Conv1d(32, 32, 3, padding=1, stride=2),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
-        flat = 32 * _conv_len(_conv_len(length, 3, 1, 2), 3, 1, 2)
-        tail = nn.Sequential(GeneratorDropout(dropout), nn.Linear(flat, hidden), nn.ReLU(), GeneratorDropout(dropout))
-    elif arch == "cnn2d":
-        if len(input_shape) == 2:
-            channels, (h, w) = 1, input_shape
-        elif len(input_shape) == 3:
-            channels, h, w = input_shape
-        else:
-            raise ConfigError(f"model.arch = cnn2d needs inputs of shape [H, W] or [C, H, W], got {list(input_shape)}")
-        trunk = nn.Sequential(
-            _Unsqueeze(channels, h, w),
-            nn.Conv2d(channels, 32, 5, padding=2),
-            nn.ReLU(),
-            MaxPool2x2(),
-            nn.Conv2d(32, 64, 5, padding=2),
-            nn.ReLU(),
-            MaxPool2x2(),
-            nn.Flatten(),
-        )
-        flat = 64 * (h // 4) * (w // 4)
-        tail = nn.Sequential(GeneratorDropout(dropout), nn.Linear(flat, hidden), nn.ReLU(), GeneratorDropout(dropout))
-    elif arch == "bbald_cnn":
-        trunk, tail = _bbald_cnn(input_shape, hidden, dropout)
-    else:
-        raise ConfigError(f"model.arch = {arch!r} is not an architecture: use one of {', '.join(ARCHS)}")
-    return ALNet(trunk, tail, nn.Linear(hidden, n_classes))
-
-
-def _bbald_cnn(input_shape: tuple[int, ...], hidden: int, dropout: float) -> tuple[nn.Module, nn.Module]:
-    """The MNIST CNN of BatchBALD (Kirsch et al. 2019; batchbald_redux's BayesianConvNet):
-    conv 32 5×5 → dropout2d → maxpool → ReLU, conv 64 5×5 → dropout2d → maxpool → ReLU,
-    fc ``hidden`` (128) → dropout → ReLU → (head) fc C.
-
-    A channel-dropout mask is ≥ 0 and constant over each feature map, so it commutes with max
-    pooling and ReLU: each dropout sits after its pool and ReLU here (the same function, 4× fewer
-    elements to mask), and the trunk (conv1 → pool → ReLU) holds no dropout."""
-    if len(input_shape) == 2:
-        channels, (h, w) = 1, input_shape
-    elif len(input_shape) == 3:
-        channels, h, w = input_shape
-    else:
-        raise ConfigError(f"model.arch = bbald_cnn needs inputs of shape [H, W] or [C, H, W], got {list(input_shape)}")
-    oh, ow = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
-    if oh < 1 or ow < 1:
-        raise ConfigError(f"model.arch = bbald_cnn needs images of at least 16×16, got {h}×{w}: use cnn2d")
-    trunk = nn.Sequential(_Unsqueeze(channels, h, w), nn.Conv2d(channels, 32, 5), MaxPool2x2(), nn.ReLU())
-    tail = nn.Sequential(
-        GeneratorDropout(dropout, channelwise=True),
-        nn.Conv2d(32, 64, 5),
-        MaxPool2x2(),
-        nn.ReLU(),
-        GeneratorDropout(dropout, channelwise=True),
-        nn.Flatten(),
-        nn.Linear(64 * oh * ow, hidden),
-        GeneratorDropout(dropout),
-        nn.ReLU(),
-    )
-    return trunk, tail
-
-
-def _conv_len(n: int, k: int, pad: int, stride: int) -> int:
-    return (n + 2 * pad - k) // stride + 1
-
-
-class _Unsqueeze(nn.Module):
+class Reshape(nn.Module):
     """Reshape flat feature rows [N, prod(shape)] into [N, *shape]."""
 
     def __init__(self, *shape: int):
@@ -339,6 +259,7 @@ class NeuralClassifier:
         chunk_size: int | None = None,
         epoch_samples: int | None = None,
         early_stopping: EarlyStopping = "loss",
+        factory: str | None = None,
     ):
         if early_stopping not in EARLY_STOPPING:
             raise ValueError(f"early_stopping must be one of {', '.join(EARLY_STOPPING)}, got {early_stopping!r}")
@@ -359,6 +280,7 @@ class NeuralClassifier:
         self.chunk_size = chunk_size
         self.epoch_samples = epoch_samples
         self.early_stopping = early_stopping
+        self.factory = factory
 
     # ------------------------------------------------------------------ fit
     def _init_module(self) -> None:
@@ -370,6 +292,7 @@ class NeuralClassifier:
             self.hidden,
             self.dropout,
             generator=_generator(self.seed, torch.device("cpu")),
+            factory=self.factory,
         ).to(self.device_)
 
     def fit(
@@ -530,6 +453,7 @@ class NeuralClassifier:
                 "chunk_size",
                 "epoch_samples",
                 "early_stopping",
+                "factory",
             )
         }
 
@@ -548,7 +472,9 @@ class NeuralClassifier:
         params["device"] = device
         clf = cls(**params)
         clf.device_ = resolve_device(device)
-        clf.module_ = build_network(clf.arch, clf.input_shape, clf.n_classes, clf.hidden, clf.dropout)
+        clf.module_ = build_network(
+            clf.arch, clf.input_shape, clf.n_classes, clf.hidden, clf.dropout, factory=clf.factory
+        )
         clf.module_.load_state_dict(blob["state_dict"])
         clf.module_.to(clf.device_).eval()
         return clf

@@ -60,6 +60,7 @@ def make_classifier(params: Params, input_shape: tuple[int, ...], n_classes: int
         chunk_size=t.chunk_size,
         epoch_samples=t.epoch_samples,
         early_stopping=t.early_stopping,
+        factory=m.factory,
     )
 
 

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from al_core.errors import ALError, LabelValidationError
+from al_core.sources import SOURCES
+from flows.byo import data_overrides
 from flows.options import parse_sets, quiet_services
 from flows.stack import stack_app
 
@@ -35,11 +37,16 @@ def _fail(exc: BaseException) -> None:
 @app.command()
 def init(
     directory: WorkspaceArg,
-    dataset: Annotated[str | None, typer.Option(help="mnist1d | digits | mnist | table")] = None,
+    dataset: Annotated[str | None, typer.Option(help=" | ".join(SOURCES.names()))] = None,
     data: Annotated[
-        list[Path] | None,
-        typer.Option(help="mnist: the IDX directory; table: the pool table, then optionally a labeled test table."),
+        list[str] | None,
+        typer.Option(help="; ".join(f"{n}: {s.data_help}" for n, s in SOURCES.items() if s.data_help) + "."),
     ] = None,
+    labels: Annotated[str | None, typer.Option(help="arrays: the labels .npy (dataset.labels)")] = None,
+    ids: Annotated[str | None, typer.Option(help="arrays: sample ids, one a line (dataset.ids)")] = None,
+    skip_unreadable: Annotated[
+        bool, typer.Option(help="images: leave out files that cannot be decoded (dataset.skip_unreadable)")
+    ] = False,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a params.yaml key: --set acquisition.batch_size=20")
     ] = None,
@@ -52,10 +59,13 @@ def init(
         overrides = parse_sets(set_ or [])
         if dataset:
             overrides["dataset.name"] = dataset
-        if data:
-            overrides["dataset.path"] = str(data[0].expanduser().resolve())
-            if len(data) > 1:
-                overrides["dataset.test_path"] = str(data[1].expanduser().resolve())
+        name = overrides.get("dataset.name", "mnist1d")
+        overrides.update(data_overrides(name, data or []))
+        for key, value in (("labels", labels), ("ids", ids)):
+            if value:
+                overrides[f"dataset.{key}"] = str(Path(value).expanduser().resolve())
+        if skip_unreadable:
+            overrides["dataset.skip_unreadable"] = True
         ws = init_workspace(directory, overrides)
     except ALError as exc:
         _fail(exc)

@@ -12,6 +12,7 @@ from al_core import pipeline
 from al_core.config import parse_params
 from al_core.errors import WorkspaceError
 from al_core.workspace import Workspace, atomic_write_text
+from flows.byo import dataset_section, render_stages
 from tasks import versioning
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,9 @@ def render_params(overrides: dict[str, Any]) -> str:
     """The template params.yaml with dotted-key overrides applied (comments kept), validated."""
     y = _yaml()
     doc = y.load(TEMPLATE_PARAMS.read_text())
+    name = overrides.get("dataset.name", doc["dataset"]["name"])
+    if name != doc["dataset"]["name"]:  # the chosen source's own keys, with their defaults
+        doc["dataset"] = dataset_section(str(name), doc["dataset"])
     for key, value in overrides.items():
         node = doc
         *parents, last = key.split(".")
@@ -43,16 +47,6 @@ def render_params(overrides: dict[str, Any]) -> str:
     text = buf.getvalue()
     parse_params(YAML(typ="safe").load(text), "params.yaml (from alp init)")
     return text
-
-
-def render_dvc_yaml(extra_prepare_deps: list[str]) -> str:
-    y = _yaml()
-    doc = y.load(TEMPLATE_DVC.read_text())
-    if extra_prepare_deps:
-        doc["stages"]["prepare"]["deps"] = extra_prepare_deps
-    buf = io.StringIO()
-    y.dump(doc, buf)
-    return buf.getvalue()
 
 
 def init_workspace(directory: str | Path, overrides: dict[str, Any] | None = None) -> Workspace:
@@ -69,10 +63,7 @@ def init_workspace(directory: str | Path, overrides: dict[str, Any] | None = Non
     try:
         atomic_write_text(ws.params_path, text)
         params = ws.params
-        deps = []
-        if params.dataset.name in ("table", "mnist") and params.dataset.path:
-            deps = [str(Path(p).expanduser().resolve()) for p in (params.dataset.path, params.dataset.test_path) if p]
-        atomic_write_text(ws.root / "dvc.yaml", render_dvc_yaml(deps))
+        atomic_write_text(ws.root / "dvc.yaml", render_stages(TEMPLATE_DVC.read_text(), params))
         versioning.init_repo(ws)
         pipeline.prepare(ws)
         ws.labeled_dir.mkdir(parents=True, exist_ok=True)

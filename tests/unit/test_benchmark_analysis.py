@@ -135,10 +135,10 @@ def test_balanced_cold_start():
 
 
 def test_take_validation_moves_samples_out_of_the_pool():
-    from al_core.config import DatasetParams
     from al_core.data import load_dataset, take_validation
+    from al_core.sources import dataset_params
 
-    ds = load_dataset(DatasetParams(name="digits"))
+    ds = load_dataset(dataset_params(name="digits"))
     pool, val = take_validation(ds, 100, seed=0)
     assert len(val.test_ids) == 100 and len(pool.pool_ids) == len(ds.pool_ids) - 100
     assert not set(val.test_ids) & set(pool.pool_ids)
