@@ -227,15 +227,16 @@ class Params(_Section):
         kept = {k: v for k, v in section.items() if k in fields or LEGACY_DATASET_DEFAULTS.get(k, ...) != v}
         return {**data, "dataset": kept}
 
-    def resolved_arch(self) -> str:
-        """``model.arch``; ``auto`` = the data source's choice (mlp on a backbone's features)."""
+    def resolved_arch(self, input_shape: tuple[int, ...] | None = None) -> str:
+        """``model.arch``; ``auto`` = the data source's choice for one sample's ``input_shape`` (when
+        known: [C, L] → cnn1d, [C, H, W] → cnn2d), mlp on a backbone's features."""
         from al_core.sources import get_source
 
         if self.model.arch != "auto":
             return self.model.arch
         if self.model.backbone:
             return "mlp"
-        return get_source(self.dataset.name).arch_for(self.dataset)
+        return get_source(self.dataset.name).arch_for(self.dataset, input_shape)
 
 
 def _default_dataset() -> Any:

@@ -43,7 +43,7 @@ def apply_cpu_threads(params: Params) -> None:
 def make_classifier(params: Params, input_shape: tuple[int, ...], n_classes: int, seed: int) -> NeuralClassifier:
     t, m = params.training, params.model
     return NeuralClassifier(
-        arch=params.resolved_arch(),
+        arch=params.resolved_arch(input_shape),
         input_shape=input_shape,
         n_classes=n_classes,
         hidden=m.hidden,

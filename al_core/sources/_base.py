@@ -55,10 +55,10 @@ class DataSource:
     decode: Decoder | None = None
     extra_deps: Callable[[Any], list[str]] = field(default=lambda p: [])
 
-    def arch_for(self, p: SourceParams) -> str:
+    def arch_for(self, p: SourceParams, input_shape: tuple[int, ...] | None = None) -> str:
         """``model.arch: auto``: cnn1d for a declared [C, L] shape, cnn2d for [C, H, W], else the default."""
-        shape = getattr(p, "shape", None)
-        return {2: "cnn1d", 3: "cnn2d"}.get(len(shape), self.default_arch) if shape else self.default_arch
+        shape = tuple(getattr(p, "shape", None) or input_shape or ())
+        return {2: "cnn1d", 3: "cnn2d"}.get(len(shape), self.default_arch)
 
     def dvc_deps(self, p: SourceParams) -> list[str]:
         """Local input files and folders the prepare stage depends on (S3 objects are not DVC deps)."""

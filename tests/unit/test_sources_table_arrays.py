@@ -1,0 +1,97 @@
+"""The table source with a declared [C, L] shape, and the arrays source."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from torch import nn
+
+from al_core.config import parse_params
+from al_core.errors import DatasetError
+from al_core.models import build_network
+from al_core.sources import dataset_params, load_dataset
+
+
+def _series_table(n=40, channels=("acc_x", "acc_y", "gyr_z"), steps=8, channel_major=True):
+    rng = np.random.default_rng(0)
+    cols = [f"{c}_{t}" for c in channels for t in range(steps)]
+    if not channel_major:
+        cols = [f"{c}_{t}" for t in range(steps) for c in channels]
+    df = pd.DataFrame(rng.normal(size=(n, len(cols))), columns=cols)
+    df.insert(0, "sample_id", [f"w-{i}" for i in range(n)])
+    df["label"] = np.where(np.arange(n) % 2, "walk", "run")
+    return df, cols
+
+
+def test_table_shape_gives_cnn1d_its_channels(tmp_path):
+    df, cols = _series_table()
+    df.to_parquet(tmp_path / "s.parquet")
+    p = dataset_params(name="table", path=str(tmp_path / "s.parquet"), shape=[3, 8])
+    d = load_dataset(p)
+    assert d.input_shape == (3, 8) and d.pool_X.shape[1] == 24
+    # channel-major: row 0's channel 1 is the acc_y columns
+    row = df.set_index("sample_id").loc[d.pool_ids[0]]
+    assert np.allclose(d.pool_X[0].reshape(3, 8)[1], row[[f"acc_y_{t}" for t in range(8)]].to_numpy(dtype=np.float32))
+    params = parse_params({"dataset": p.model_dump()})
+    assert params.resolved_arch() == "cnn1d"
+    net = build_network(params.resolved_arch(), d.input_shape, 2)
+    assert next(m for m in net.modules() if isinstance(m, nn.Conv1d)).in_channels == 3
+
+
+def test_table_shape_mismatch_and_time_major_columns_are_refused(tmp_path):
+    df, _ = _series_table()
+    df.to_parquet(tmp_path / "s.parquet")
+    with pytest.raises(DatasetError, match=r"needs 20 feature columns, found 24"):
+        load_dataset(dataset_params(name="table", path=str(tmp_path / "s.parquet"), shape=[4, 5]))
+    df, _ = _series_table(channel_major=False)
+    df.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(DatasetError, match="channel-major"):
+        load_dataset(dataset_params(name="table", path=str(tmp_path / "t.parquet"), shape=[3, 8]))
+
+
+def _arrays(n=50, shape=(6, 10)):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, *shape)).astype(np.float32), np.arange(n) % 3
+
+
+def test_arrays_npy_with_labels_and_ids(tmp_path):
+    X, y = _arrays()
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    (tmp_path / "ids.txt").write_text("".join(f"win-{i:03d}\n" for i in range(50)))
+    p = dataset_params(
+        name="arrays", path=str(tmp_path / "X.npy"), labels=str(tmp_path / "y.npy"), ids=str(tmp_path / "ids.txt")
+    )
+    d = load_dataset(p)
+    assert d.input_shape == (6, 10) and d.classes == ["0", "1", "2"]
+    assert len(d.pool_ids) == 40 and len(d.test_ids) == 10 and d.pool_ids[0].startswith("win-")
+    i = int(d.pool_ids[3].split("-")[1])
+    assert np.array_equal(d.pool_X[3], X[i].reshape(-1)) and d.pool_y[3] == y[i]
+    assert parse_params({"dataset": p.model_dump()}).resolved_arch(d.input_shape) == "cnn1d"
+
+
+def test_arrays_npz_with_class_names(tmp_path):
+    X, y = _arrays(shape=(1, 4, 4))
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    d = load_dataset(dataset_params(name="arrays", path=str(tmp_path / "d.npz"), classes=["cat", "dog", "eel"]))
+    assert d.classes == ["cat", "dog", "eel"] and d.input_shape == (1, 4, 4)
+    assert d.pool_ids[0].startswith("arr-")
+
+
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        ({"X": np.zeros((5, 3)), "y": np.arange(4)}, "X holds 5 samples but the labels hold 4"),
+        ({"X": np.zeros((5, 3))}, "no labels"),
+        ({"y": np.arange(5)}, "no 'X' array"),
+        ({"X": np.full((5, 3), np.nan), "y": np.arange(5) % 2}, "NaN"),
+    ],
+)
+def test_arrays_bad_input(tmp_path, files, match):
+    np.savez(tmp_path / "d.npz", **files)
+    with pytest.raises(DatasetError, match=match):
+        load_dataset(dataset_params(name="arrays", path=str(tmp_path / "d.npz")))
+
+
+def test_arrays_missing_file_names_the_key(tmp_path):
+    with pytest.raises(DatasetError, match=r"does not exist: set dataset.path"):
+        load_dataset(dataset_params(name="arrays", path=str(tmp_path / "nope.npy")))
