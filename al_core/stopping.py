@@ -9,7 +9,7 @@
   label changed since the previous round ≤ ``threshold`` (0 = no change at all).
 - ``plateau`` — a validation-metric plateau with patience (baal's and early stopping's habit):
   ``patience`` rounds without the validation accuracy improving by more than ``min_delta``.
-- ``budget`` — the label budget (``acquisition.label_budget``) is spent.
+- ``budget`` — the label budget (``acquisition.label_budget``) is spent once this round's batch is labeled.
 
 Every criterion's value is computed every round, enabled or not; ``rule`` (``any``/``all``) combines
 the enabled ones into the decision.
@@ -114,7 +114,10 @@ class StopObservation:
     """What round ``round`` contributes to the criteria (pairwise values against the previous round)."""
 
     round: int
+    #: labels the round's model was trained on
     n_labels: int
+    #: labels spent once the round's batch is answered (labeled + queued + this batch)
+    n_spent: int
     #: κ between the previous trained round's stop-set predictions and this round's (None: first round)
     kappa: float | None
     #: share of the stop set whose predicted label changed since the previous round (None: first round)
@@ -127,6 +130,7 @@ class StopObservation:
 def observe(
     r: int,
     n_labels: int,
+    n_spent: int,
     probs_S_C: torch.Tensor | np.ndarray,
     prev_pred_S: np.ndarray | None,
     val_metric: float | None,
@@ -140,7 +144,7 @@ def observe(
             raise ShapeError(f"the stop set changed size ({len(prev_pred_S)} → {len(pred)}) between rounds")
         kappa = cohen_kappa(prev_pred_S, pred, p.shape[1])
         change = float((np.asarray(prev_pred_S) != pred).mean())
-    return StopObservation(r, n_labels, kappa, change, mean_normalized_entropy(p), val_metric), pred
+    return StopObservation(r, n_labels, n_spent, kappa, change, mean_normalized_entropy(p), val_metric), pred
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ def decide(params: StopParams, history: Sequence[StopObservation], label_budget:
     unc, chg = params.overall_uncertainty, params.classification_change
     unc_fired = last.uncertainty <= unc.threshold
     chg_fired = last.change is not None and last.change <= chg.threshold
-    budget_fired = label_budget is not None and last.n_labels >= label_budget
+    budget_fired = label_budget is not None and last.n_spent >= label_budget
     values = (
         _stabilizing(params.stabilizing_predictions, history),
         CriterionValue(
@@ -237,10 +241,10 @@ def decide(params: StopParams, history: Sequence[StopObservation], label_budget:
         _plateau(params.plateau, history),
         CriterionValue(
             "budget",
-            float(last.n_labels),
+            float(last.n_spent),
             None if label_budget is None else float(label_budget),
             budget_fired,
-            f"labels = {last.n_labels} ≥ budget {label_budget}" if budget_fired else "",
+            f"labels spent = {last.n_spent} ≥ budget {label_budget}" if budget_fired else "",
         ),
     )
     enabled = tuple(dict.fromkeys(params.criteria))

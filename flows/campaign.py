@@ -14,7 +14,7 @@ from al_core.config import load_params, with_overrides
 from al_core.workspace import Workspace, atomic_write_text
 from flows.ingest import ingest_flow
 from flows.round import round_flow
-from tasks import steps
+from tasks import steps, stopping
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def _annotate(ws: Workspace, r: int) -> None:
 
 def _one_round(ws: Workspace) -> dict[str, Any]:
     summary = round_flow(str(ws.root), simulate=True)
-    _annotate(ws, summary["round"])
+    if not stopping.stopped_in(summary):  # a stopped campaign's last batch waits for `alp continue`
+        _annotate(ws, summary["round"])
     return summary
 
 
@@ -48,6 +49,7 @@ def campaign_flow(
 ) -> list[dict[str, Any]]:
     """Run ``rounds`` trained rounds (after the cold-start batch if none was exported yet)."""
     ws = Workspace(workspace).require()
+    stopping.require_not_stopped(ws, ws.next_round())
     apply_overrides(ws, **{"acquisition.rounds": rounds, "acquisition.strategy": strategy})
     params = ws.params
     n = params.acquisition.rounds
@@ -77,4 +79,7 @@ def campaign_flow(
             summaries.append(s)
             acc = s["metrics"].get("test_accuracy")
             bar.update(job, advance=1, status=f"{s['n_labels']} labels, acc {acc:.3f}" if acc is not None else "")
+            if stopping.stopped_in(s):
+                log.info("%s: stopping rule fired at round %d: %s", ws.name, s["round"], s["stopping"]["reason"])
+                break
     return summaries

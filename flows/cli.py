@@ -197,6 +197,7 @@ def rounds_table(summaries: list[dict[str, Any]], title: str) -> Table:
 def status_data(directory: Path) -> dict[str, Any]:
     from al_core.workspace import Workspace, round_name
     from flows.serve import operations_status
+    from flows.stopping import stopping_status
 
     ws = Workspace(directory).require()
     labeled = ws.labeled_set()
@@ -207,12 +208,16 @@ def status_data(directory: Path) -> dict[str, Any]:
         "labels": len(labeled),
         "labels_by_source": {str(k): int(v) for k, v in labeled["source"].value_counts().items()},
         "rounds": [
-            {k: s.get(k) for k in ("round", "tag", "strategy", "n_labels", "n_queued", "metrics", "champion")}
+            {
+                k: s.get(k)
+                for k in ("round", "tag", "strategy", "n_labels", "n_queued", "metrics", "champion", "stopping")
+            }
             for s in ws.round_summaries()
         ],
         "queue": {round_name(r): {"waiting": len(ids)} for r, ids in pending.items()},
         "next_round": ws.next_round(),
         **operations_status(ws),
+        "stopping": stopping_status(ws),
     }
 
 
@@ -240,6 +245,7 @@ def status(
     else:
         console.print("queue: nothing waiting for labels")
     print_operations(console, data)
+    print_stopping(console, data)
 
 
 app.add_typer(stack_app, name="stack")
@@ -250,6 +256,10 @@ from flows.webhook import webhook_command  # noqa: E402
 
 app.command("serve")(serve_command)
 app.command("webhook")(webhook_command)
+
+from flows.stopping import continue_command, print_stopping  # noqa: E402
+
+app.command("continue")(continue_command)
 
 
 from flows.benchmark import benchmark_command  # noqa: E402  (light: heavy imports happen inside)

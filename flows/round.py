@@ -17,7 +17,7 @@ from al_core.acquisition.report import batch_report
 from al_core.errors import WorkspaceError
 from al_core.training import round_seeds
 from al_core.workspace import Workspace, round_name
-from tasks import artifacts, queue, steps, tracking
+from tasks import artifacts, queue, steps, stopping, tracking
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def round_flow(workspace: str, simulate: bool = False, after_batch: int | None =
             reason = f"batch {round_name(after_batch)} already has its next round (next is {ws.next_round()})"
             print(f"round skipped: {reason}")
             return {"skipped": reason, "round": None}
-        return _run_round(ws, simulate)
+        stopping.require_not_stopped(ws, ws.next_round())  # acquisition.stop fired: `alp continue` goes on
+        return stopping.conclude(str(ws.root), _run_round(ws, simulate))
 
 
 def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
     if budget is not None and len(ws.queued()) >= budget:
         raise WorkspaceError(f"the label budget ({budget}) is spent: raise acquisition.label_budget to go on")
 
-    model = trained = None
+    model = trained = stop = None
     metrics: dict[str, Any] = {}
     run_metrics: dict[str, float] = {"n_labels": float(len(data.labeled_idx))}
     if len(data.labeled_idx):
@@ -90,6 +91,8 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
         if simulate and len(trained.pseudo_indices):
             truth = queue.truth_labels(ws, data.pool_ids[trained.pseudo_indices])
             run_metrics["n_pseudo_wrong"] = int((truth != trained.pseudo_labels).sum())
+        stop = stopping.stopping_criteria(root, data, trained)  # every criterion, every round
+        run_metrics.update(stop.pop("metrics"))
 
     cold_start_labels = None
     if model is None and params.acquisition.initial_balanced:
@@ -120,6 +123,7 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
         "metrics": {k: v for k, v in metrics.items() if k != "confusion"},
         "batch_report": report,
         "n_pseudo_labels": int(run_metrics.get("n_pseudo_labels", 0)),
+        "stopping": stop,
         "seconds": {
             k.removeprefix("seconds_"): round(v, 3) for k, v in run_metrics.items() if k.startswith("seconds_")
         },

@@ -62,7 +62,7 @@ def test_stop_set_is_fixed_seeded_and_unique():
 
 
 def obs(r, kappa=None, change=None, uncertainty=0.5, val=None, n=10):
-    return StopObservation(r, n * (r + 1), kappa, change, uncertainty, val)
+    return StopObservation(r, n * (r + 1), n * (r + 2), kappa, change, uncertainty, val)
 
 
 def stab(window=3, threshold=0.99, rule="any"):
@@ -112,8 +112,8 @@ def test_overall_uncertainty_classification_change_and_budget():
     assert decide(p, [obs(0), obs(1, change=0.0)]).stop
     assert not decide(p, [obs(0), obs(1, change=0.01)]).stop
     p = StopParams(criteria=["budget"])
-    assert decide(p, [obs(0, n=100)], label_budget=100).reason == "labels = 100 ≥ budget 100"
-    assert not decide(p, [obs(0, n=99)], label_budget=100).stop
+    assert decide(p, [obs(0, n=50)], label_budget=100).reason == "labels spent = 100 ≥ budget 100"
+    assert not decide(p, [obs(0, n=49)], label_budget=100).stop
     assert not decide(p, [obs(0, n=10**6)], label_budget=None).stop
 
 
@@ -132,12 +132,12 @@ def test_rules_any_and_all_and_nothing_enabled():
 
 def test_observe_pairs_rounds_and_first_firing():
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    o0, pred0 = observe(0, 10, probs, None, 0.5)
+    o0, pred0 = observe(0, 10, 20, probs, None, 0.5)
     assert o0.kappa is None and pred0.tolist() == [0, 1, 0]
-    o1, _ = observe(1, 20, probs, pred0, 0.6)
+    o1, _ = observe(1, 20, 30, probs, pred0, 0.6)
     assert o1.kappa == pytest.approx(1.0) and o1.change == 0.0
     with pytest.raises(ShapeError, match="stop set changed size"):
-        observe(2, 30, probs, pred0[:2], None)
+        observe(2, 30, 40, probs, pred0[:2], None)
     hist = [o0, o1, obs(2, kappa=1.0, change=0.0), obs(3, kappa=1.0, change=0.0)]
     first = first_firing(stab(window=2), hist)
     assert first["stabilizing_predictions"] == 2 and first["rule"] == 2 and first["classification_change"] == 1
@@ -150,3 +150,27 @@ def test_params_reject_unknown_criteria_and_keys():
         parse_params({"acquisition": {"stop": {"windw": 3}}})
     p = parse_params({"acquisition": {"stop": {"criteria": ["plateau", "budget"], "rule": "all"}}})
     assert p.acquisition.stop.criteria == ["plateau", "budget"]
+
+
+def test_benchmark_stop_points_labels_saved_and_accuracy_lost():
+    from al_core.benchmark import RunResult, stop_points, stopping_markdown
+
+    run = RunResult("entropy", 0, [100, 200, 300, 400], [0.5, 0.7, 0.8, 0.82], 1.0, [])
+    hist = [
+        StopObservation(1, 100, 200, None, None, 0.5, 0.5),
+        StopObservation(2, 200, 300, 0.8, 0.1, 0.4, 0.7),
+        StopObservation(3, 300, 400, 0.995, 0.0, 0.3, 0.8),
+        StopObservation(4, 400, 500, 0.999, 0.0, 0.2, 0.81),
+    ]
+    p = StopParams(stabilizing_predictions={"window": 2}, criteria=["stabilizing_predictions"])
+    points = {s.criterion: s for s in stop_points(run, hist, p, label_budget=500)}
+    stab = points["stabilizing_predictions"]  # κ̄(0.995, 0.999) ≥ 0.99 at round 4 only
+    assert (stab.round, stab.labels, stab.accuracy, stab.labels_saved) == (4, 400, 0.82, 0)
+    chg = points["classification_change"]  # no change from round 3 on
+    assert (chg.round, chg.labels, chg.labels_saved) == (3, 300, 100)
+    assert chg.accuracy_lost == pytest.approx(0.02)
+    assert points["overall_uncertainty"].round is None and points["budget"].round == 4
+    assert points["rule"].round == 4
+    md = stopping_markdown(list(points.values()))
+    assert "| entropy | 0 | r4 · 400 · 0.820 | — |" in md
+    assert "| entropy | classification_change | 1/1 | 100 ± 0 | 0.020 ± 0.000 |" in md
