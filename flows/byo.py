@@ -70,3 +70,37 @@ def render_stages(template: str, params: Params) -> str:
     buf = io.StringIO()
     y.dump(doc, buf)
     return buf.getvalue()
+
+
+def check_model(params: Params, input_shape: tuple[int, ...], n_classes: int) -> None:
+    """Build the workspace's model once and check alp's contract (a :class:`ConfigError` naming what
+    is missing), so a bad factory or a strategy the model cannot serve fails at ``alp init``."""
+    from al_core.acquisition import MC_LOG_PROBS, get_strategy
+    from al_core.architectures import NetSpec
+    from al_core.architectures.custom import check_network
+    from al_core.models import build_network
+
+    m = params.model
+    arch = params.resolved_arch(input_shape)
+    net = build_network(arch, input_shape, n_classes, m.hidden, m.dropout, factory=m.factory)
+    strategy = get_strategy(params.acquisition.strategy, params.acquisition)
+    mc = params.acquisition.strategy if MC_LOG_PROBS in strategy.needs else None
+    check_network(net, NetSpec(input_shape, n_classes, m.hidden, m.dropout, m.factory), mc_strategy=mc)
+
+
+#: params keys that may name a local file: made absolute at ``alp init`` (the workspace runs elsewhere)
+MODEL_PATH_KEYS = ("model.factory", "model.backbone", "model.backbone_factory")
+
+
+def absolute_paths(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with relative ``file.py:fn`` and backbone paths made absolute (cwd of ``alp init``)."""
+    out = dict(overrides)
+    for key in MODEL_PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value:
+            file = model_file(value)
+            if file:
+                out[key] = f"{file}:{value.rsplit(':', 1)[1]}"
+            elif key == "model.backbone":
+                out[key] = _absolute(value)
+    return out

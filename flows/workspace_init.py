@@ -12,7 +12,7 @@ from al_core import pipeline
 from al_core.config import parse_params
 from al_core.errors import WorkspaceError
 from al_core.workspace import Workspace, atomic_write_text
-from flows.byo import dataset_section, render_stages
+from flows.byo import absolute_paths, check_model, dataset_section, render_stages
 from tasks import versioning
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -58,14 +58,15 @@ def init_workspace(directory: str | Path, overrides: dict[str, Any] | None = Non
         raise WorkspaceError(f"{ws.root} exists and is not empty: give alp init a new or empty directory")
     if ws.root == PROJECT_ROOT:
         raise WorkspaceError("refusing to turn alp's own repository into a workspace: pick another directory")
-    text = render_params(overrides or {})
+    text = render_params(absolute_paths(overrides or {}))
     ws.root.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write_text(ws.params_path, text)
         params = ws.params
         atomic_write_text(ws.root / "dvc.yaml", render_stages(TEMPLATE_DVC.read_text(), params))
         versioning.init_repo(ws)
-        pipeline.prepare(ws)
+        meta = pipeline.prepare(ws)
+        check_model(params, tuple(meta["input_shape"]), len(meta["classes"]))
         ws.labeled_dir.mkdir(parents=True, exist_ok=True)
         (ws.labeled_dir / ".gitkeep").touch()
         versioning.commit_stage_outputs(ws, ["prepare"])

@@ -23,7 +23,7 @@ def _series_table(n=40, channels=("acc_x", "acc_y", "gyr_z"), steps=8, channel_m
 
 
 def test_table_shape_gives_cnn1d_its_channels(tmp_path):
-    df, cols = _series_table()
+    df, _ = _series_table()
     df.to_parquet(tmp_path / "s.parquet")
     p = dataset_params(name="table", path=str(tmp_path / "s.parquet"), shape=[3, 8])
     d = load_dataset(p)
