@@ -147,6 +147,8 @@ class QueueParams(_Section):
     label_format: Literal["name", "index"] = "name"
     #: predictions shown per exported sample
     top_k: int = Field(default=3, ge=1)
+    #: also export each sample's feature vector in batch.jsonl (a uri pool's lines carry its uri anyway)
+    features: bool = False
 
     @model_validator(mode="after")
     def _path_fits_backend(self) -> QueueParams:

@@ -169,7 +169,8 @@ def features_table(
     With ``uris``: ``uri`` and ``digest`` columns too; with ``decode`` as well the features are not
     stored (a uri pool: :func:`read_features` decodes the files) and the spec goes into the schema."""
     cols: dict[str, pa.Array] = {"sample_id": pa.array(np.asarray(ids).astype(str))}
-    if X is not None and decode is None:
+    lazy = decode is not None and uris is not None
+    if X is not None and not lazy:
         X = np.ascontiguousarray(X, dtype=np.float32).reshape(len(ids), int(np.prod(np.shape(X)[1:])))
         cols["features"] = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
     if uris is not None:
@@ -178,7 +179,7 @@ def features_table(
     if y is not None:
         cols["label"] = pa.array(np.asarray(y, dtype=np.int64))
     table = pa.table(cols)
-    if decode is not None:
+    if lazy:
         table = table.replace_schema_metadata({DECODE_KEY: json.dumps(decode, sort_keys=True).encode()})
     return table
 
@@ -196,7 +197,7 @@ def write_features(
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(features_table(ids, X, y, uris, decode), path)
     if decode is not None and uris is not None and X is not None and decode.get("cache", True):
-        _store_decoded(_cache_path(path, uris.digest, decode), np.asarray(X, dtype=np.float32).reshape(len(ids), -1))
+        _store_decoded(_cache_path(path, uris.digest, decode), np.asarray(X, dtype=np.float32))
 
 
 def _require(path: Path) -> Path:
@@ -263,7 +264,7 @@ def _decoded(path: Path, t: pa.Table) -> np.ndarray:
     decode = get_source(spec["source"]).decode
     if decode is None:
         raise DatasetError(f"{path}: data source '{spec['source']}' cannot decode uris")
-    X = np.ascontiguousarray(decode(uris.uri, uris.digest, spec), dtype=np.float32).reshape(len(uris), -1)
+    X = np.ascontiguousarray(decode(uris.uri, uris.digest, spec), dtype=np.float32)
     if spec.get("cache", True):
         _store_decoded(cache, X)
     return X
@@ -297,3 +298,18 @@ def _store_decoded(cache: Path, X: np.ndarray) -> None:
     for old in cache.parent.glob(f"{stem}-*.npy"):
         if old != cache:
             old.unlink(missing_ok=True)
+
+
+def write_prepared(ds: Dataset, val: Dataset | None, pool: Path, test: Path, val_path: Path, truth: Path) -> None:
+    """The prepare stage's files: pool, test and validation tables, and (apart) the pool's ground truth
+    (rows with a label; an unlabeled pool has none, so no simulated annotator can answer for it)."""
+    if val is not None:
+        write_features(val_path, val.test_ids, val.test_X, val.test_y, val.test_uris, ds.decode)
+    else:  # a labeled holdout like the test split, never in the pool, never queued (empty without val_size)
+        empty = ds.pool_uris[:0] if ds.pool_uris is not None else None
+        write_features(val_path, ds.pool_ids[:0], ds.pool_X[:0], ds.pool_y[:0], empty, ds.decode)
+    write_features(pool, ds.pool_ids, ds.pool_X, None, ds.pool_uris, ds.decode)
+    write_features(test, ds.test_ids, ds.test_X, ds.test_y, ds.test_uris, ds.decode)
+    truth.parent.mkdir(parents=True, exist_ok=True)
+    known = ds.pool_y >= 0
+    pd.DataFrame({"sample_id": ds.pool_ids[known], "label": ds.pool_y[known]}).to_parquet(truth, index=False)

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 
 from al_core.acquisition import get_strategy
+from al_core.backbone import apply_backbone
 from al_core.config import Params
-from al_core.data import load_dataset, take_validation, write_features
+from al_core.data import load_dataset, take_validation, write_prepared
 from al_core.errors import WorkspaceError
 from al_core.models import NeuralClassifier
 from al_core.training import TrainResult, evaluate, round_seeds, train_round_model
@@ -23,13 +24,8 @@ from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_json
 def prepare(ws: Workspace) -> dict:
     """prepare stage: build pool, test split and (apart) the ground truth from ``dataset`` params."""
     ds, val = take_validation(load_dataset(ws.params.dataset), ws.params.dataset.val_size, ws.params.dataset.seed)
-    # a labeled holdout like the test split, never in the pool, never queued (empty without val_size)
-    v_ids, v_X, v_y = (val.test_ids, val.test_X, val.test_y) if val else (ds.pool_ids[:0], ds.pool_X[:0], ds.pool_y[:0])
-    write_features(ws.val_path, v_ids, v_X, v_y)
-    write_features(ws.pool_path, ds.pool_ids, ds.pool_X)
-    write_features(ws.test_path, ds.test_ids, ds.test_X, ds.test_y)
-    ws.truth_path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"sample_id": ds.pool_ids, "label": ds.pool_y}).to_parquet(ws.truth_path, index=False)
+    ds, val = apply_backbone(ws.params, ds, val)  # a frozen backbone's features, computed once here
+    write_prepared(ds, val, ws.pool_path, ws.test_path, ws.val_path, ws.truth_path)
     meta = ds.meta(ws.params.dataset.name)
     meta["n_val"] = len(val.test_ids) if val is not None else 0
     atomic_write_json(ws.meta_path, meta)

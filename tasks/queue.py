@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from al_core.data import read_uris
 from al_core.errors import WorkspaceError
 from al_core.workspace import Workspace, atomic_write_text, round_name
 from tasks import s3
@@ -38,8 +39,10 @@ def batch_records(
     model_version: str | None,
     top_k: int,
     features: np.ndarray | None = None,
+    uris: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per selected sample, rank 1 first (DESIGN §4 queue export)."""
+    """One record per selected sample, rank 1 first (DESIGN §4 queue export); ``uris`` [B] (a uri
+    pool's files) and ``features`` [B, F] go into the records when given."""
     out = []
     for rank, (sid, score) in enumerate(zip(ids, scores, strict=True), start=1):
         rec: dict[str, Any] = {
@@ -55,9 +58,23 @@ def batch_records(
             p = probs[rank - 1]
             top = np.argsort(-p, kind="stable")[:top_k]
             rec["predictions"] = {classes[c]: round(float(p[c]), 6) for c in top}
+        if uris is not None:
+            rec["uri"] = str(uris[rank - 1])
         if features is not None:
             rec["features"] = [round(float(v), 6) for v in features[rank - 1]]
         out.append(rec)
+    return out
+
+
+def sample_payload(ws: Workspace, X_pool: np.ndarray, pool_idx: np.ndarray) -> dict[str, np.ndarray]:
+    """What a batch line carries of its sample (``batch_records`` keywords): the ``uri`` of a uri pool
+    (images), and the feature vector only with ``queue.features: true``."""
+    out: dict[str, np.ndarray] = {}
+    uris = read_uris(ws.pool_path)
+    if uris is not None:
+        out["uris"] = uris[pool_idx]
+    if ws.params.queue.features:
+        out["features"] = X_pool[pool_idx]
     return out
 
 

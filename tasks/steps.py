@@ -112,7 +112,7 @@ def export_batch(root: str, r: int, data: pipeline.RoundData, selection: dict[st
         ws.classes,
         model_version,
         ws.params.queue.top_k,
-        features=data.X_pool[selection["pool_idx"]],
+        **queue.sample_payload(ws, data.X_pool, selection["pool_idx"]),
     )
     return queue.export_batch(ws, r, records, ws.classes)
 
