@@ -95,3 +95,17 @@ def test_arrays_bad_input(tmp_path, files, match):
 def test_arrays_missing_file_names_the_key(tmp_path):
     with pytest.raises(DatasetError, match=r"does not exist: set dataset.path"):
         load_dataset(dataset_params(name="arrays", path=str(tmp_path / "nope.npy")))
+
+
+def test_readme_and_params_list_the_registered_names():
+    from pathlib import Path
+
+    from al_core.architectures import ARCHITECTURES, architectures_table
+    from al_core.sources import SOURCES, sources_table
+
+    root = Path(__file__).resolve().parents[2]
+    readme, params = (root / "README.md").read_text(), (root / "params.yaml").read_text()
+    assert f"<!-- sources-table -->\n{sources_table()}\n<!-- /sources-table -->" in readme
+    assert f"<!-- architectures-table -->\n{architectures_table()}\n<!-- /architectures-table -->" in readme
+    assert f"# {' | '.join(SOURCES.names())}\n" in params
+    assert f"# auto | {' | '.join(ARCHITECTURES.names())} (auto" in params
