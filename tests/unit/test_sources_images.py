@@ -153,3 +153,16 @@ def test_manifest_with_s3_uris(folder, tmp_path, s3_server):
     d = _images(tmp_path / "m.parquet")
     assert d.pool_uris.uri[0].startswith("s3://imgs/digits/") and len(d.pool_ids) + len(d.test_ids) == 30
     assert np.allclose(d.pool_X[0], _expected(d.pool_ids[0]), atol=1e-6)
+
+
+def test_sources_hand_out_the_pool_in_shards(folder):
+    from al_core.sources import get_source
+
+    p = dataset_params(name="images", path=str(folder), image_size=[8, 8])
+    shards = list(get_source("images").iter_pool(p, 25))
+    assert [len(ids) for ids, _ in shards] == [25, 25, 10] and shards[0][1].shape == (25, 64)
+    assert np.allclose(shards[1][1][0], _expected(shards[1][0][0]), atol=1e-6)
+    digits = dataset_params(name="digits")
+    whole = load_dataset(digits)
+    parts = list(get_source("digits").iter_pool(digits, 500))
+    assert np.array_equal(np.concatenate([X for _, X in parts]), whole.pool_X)

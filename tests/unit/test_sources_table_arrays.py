@@ -109,3 +109,15 @@ def test_readme_and_params_list_the_registered_names():
     assert f"<!-- architectures-table -->\n{architectures_table()}\n<!-- /architectures-table -->" in readme
     assert f"# {' | '.join(SOURCES.names())}\n" in params
     assert f"# auto | {' | '.join(ARCHITECTURES.names())} (auto" in params
+
+
+def test_params_of_earlier_versions_still_load_and_unknown_sources_are_named():
+    from al_core.errors import ConfigError
+
+    old = {"name": "mnist1d", "pool_size": 4000, "path": None, "test_path": None, "test_fraction": 0.2,
+           "id_column": "sample_id", "label_column": "label", "feature_columns": None}  # fmt: skip
+    assert parse_params({"dataset": old}).dataset.name == "mnist1d"  # the old defaults of other sources' keys
+    with pytest.raises(ConfigError, match=r"unknown key 'dataset\.path'.*Valid keys here: name, pool_size"):
+        parse_params({"dataset": {**old, "path": "/data"}})  # a real value is still refused
+    with pytest.raises(ConfigError, match=r"dataset\.name = 'imges' is not a data source\. Did you mean 'images'"):
+        parse_params({"dataset": {"name": "imges"}})
