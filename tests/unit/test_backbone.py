@@ -79,7 +79,7 @@ def test_weights_with_a_factory_and_pickles_refused(tmp_path):
     torch.save(net, tmp_path / "pickled.pt")  # a whole pickled module: arbitrary code, never loaded
     with pytest.raises(ConfigError, match="weights_only"):
         load_backbone(str(tmp_path / "pickled.pt"), f"{tmp_path / 'bb.py'}:build")
-    with pytest.raises(ConfigError, match="not TorchScript.*torch.jit.save"):
+    with pytest.raises(ConfigError, match=r"not TorchScript.*torch\.jit\.save"):
         load_backbone(str(tmp_path / "w.pt"))
     with pytest.raises(ConfigError, match="no such file"):
         load_backbone(str(tmp_path / "missing.pt"))
