@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from al_core.config import DATASETS, parse_params
+from al_core.config import DATASETS, Params, parse_params
 from al_core.errors import ConfigError, UnknownStrategyError, did_you_mean
+from al_core.stopping import CRITERIA, StopObservation, StopParams, first_firing
 
 
 # ---------------------------------------------------------------------------------- config
@@ -112,6 +113,11 @@ class BenchmarkConfig(BaseModel):
         base.update(flatten_params(self.params))
         return base
 
+    def campaign_params(self, source: str = "benchmark config") -> Params:
+        """The validated params of the first campaign (every campaign's but for strategy and seed)."""
+        probe = _nest(self.job_overrides(self.strategies[0], self.seeds[0]), source)
+        return parse_params(probe, f"{source} (params)")
+
     def job_overrides(self, strategy: str, seed: int) -> dict[str, Any]:
         """One campaign: its strategy and seed (the seed also picks the cold-start batch)."""
         return {**self.overrides(), "seed": seed, "acquisition.initial_seed": seed, "acquisition.strategy": strategy}
@@ -162,8 +168,7 @@ def parse_benchmark_config(data: Any, source: str = "benchmark config") -> Bench
                 msgs.append(f"{source}: {loc}: {e['msg'].removeprefix('Value error, ')}")
         raise ConfigError("\n".join(msgs)) from exc
     # every campaign's params must validate: unknown params keys and bad values stop here, not in a worker
-    probe = _nest(cfg.job_overrides(cfg.strategies[0], cfg.seeds[0]), source)
-    parse_params(probe, f"{source} (params)")
+    cfg.campaign_params(source)
     return cfg
 
 
@@ -322,4 +327,84 @@ def markdown_table(rows: Sequence[dict[str, Any]], targets: Sequence[float], bas
             _fmt(r["class_entropy"], 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- stopping
+@dataclass(frozen=True)
+class StopPoint:
+    """Where one stopping criterion fires in one campaign, against the full budget: labels saved vs
+    accuracy lost (Bloodgood & Vijay-Shanker 2009 evaluate stopping methods the same way)."""
+
+    strategy: str
+    seed: int
+    criterion: str
+    #: the round it first fires, the labels trained on there and the test accuracy there (None: never)
+    round: int | None
+    labels: int | None
+    accuracy: float | None
+    final_labels: int
+    final_accuracy: float
+
+    @property
+    def labels_saved(self) -> int | None:
+        return None if self.labels is None else self.final_labels - self.labels
+
+    @property
+    def accuracy_lost(self) -> float | None:
+        return None if self.accuracy is None else self.final_accuracy - self.accuracy
+
+
+def stop_points(
+    run: RunResult, observations: Sequence[StopObservation], params: StopParams, label_budget: int | None
+) -> list[StopPoint]:
+    """Per criterion (and ``rule`` when criteria are enabled), where it first fires in ``run``'s
+    rounds (``observations``: one per trained round, in order, as the rounds stored them)."""
+    acc = dict(zip(run.labels, run.accuracy, strict=True))
+    final_labels, final_acc = run.labels[-1], run.accuracy[-1]
+    first = first_firing(params, observations, label_budget)
+    names = [*CRITERIA, *(["rule"] if params.criteria else [])]
+    out = []
+    for name in names:
+        i = first[name]
+        o = observations[i] if i is not None else None
+        out.append(
+            StopPoint(
+                run.strategy,
+                run.seed,
+                name,
+                o.round if o else None,
+                o.n_labels if o else None,
+                acc.get(o.n_labels) if o else None,
+                final_labels,
+                final_acc,
+            )
+        )
+    return out
+
+
+def stopping_markdown(points: Sequence[StopPoint]) -> str:
+    """Two tables: per strategy × seed where each criterion fires (round · labels · accuracy) next to
+    the full budget; per strategy × criterion the mean labels saved and accuracy lost."""
+    names = list(dict.fromkeys(p.criterion for p in points))
+    by_run: dict[tuple[str, int], dict[str, StopPoint]] = {}
+    for p in points:
+        by_run.setdefault((p.strategy, p.seed), {})[p.criterion] = p
+    head = ["strategy", "seed", *names, "full budget"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (strategy, seed), row in by_run.items():
+        cells = ["—" if (p := row[n]).round is None else f"r{p.round} · {p.labels} · {p.accuracy:.3f}" for n in names]
+        any_p = next(iter(row.values()))
+        lines.append(
+            f"| {strategy} | {seed} | " + " | ".join(cells) + f" | {any_p.final_labels} · {any_p.final_accuracy:.3f} |"
+        )
+    lines += ["", "| strategy | criterion | fired | labels saved | accuracy lost |", "|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[StopPoint]] = {}
+    for p in points:
+        groups.setdefault((p.strategy, p.criterion), []).append(p)
+    for (strategy, name), ps in groups.items():
+        fired = [p for p in ps if p.round is not None]
+        saved = _mean_std([float(p.labels_saved) for p in fired])
+        lost = _mean_std([float(p.accuracy_lost) for p in fired])
+        lines.append(f"| {strategy} | {name} | {len(fired)}/{len(ps)} | {_fmt(saved, 0)} | {_fmt(lost)} |")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ Benchmark workspaces set ``tracking.log_model: false`` and ``versioning.push: fa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -47,9 +48,12 @@ from al_core.benchmark import (
     BenchmarkConfig,
     MeanCurve,
     RunResult,
+    StopPoint,
     markdown_table,
     mean_std_curve,
     parse_benchmark_config,
+    stop_points,
+    stopping_markdown,
     summarize,
 )
 from al_core.config import read_yaml
@@ -158,6 +162,7 @@ def _run_job_locked(job: dict[str, Any], root: Path) -> dict[str, Any]:
     from al_core.workspace import Workspace
     from flows.campaign import campaign_flow
     from flows.workspace_init import init_workspace
+    from tasks.stopping import observations as stop_observations
 
     summaries: list[dict[str, Any]] = []
     for attempt in (0, 1):
@@ -202,6 +207,8 @@ def _run_job_locked(job: dict[str, Any], root: Path) -> dict[str, Any]:
         "seconds_per_round": timing["seconds"] / max(timing["rounds"], 1),
         "rounds_timed": timing["rounds"],
         "mean_seconds": {k: sum(v) / len(v) if v else 0.0 for k, v in seconds.items()},
+        # every round's stopping-criteria inputs: where each criterion fires is computed in finalize
+        "stop_observations": [dataclasses.asdict(o) for o in stop_observations(ws)],
         "wall_seconds": timing["seconds"],
         "run_id": ws.state().get("campaign_run_id"),
         "workspace": str(root),
@@ -491,6 +498,7 @@ def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
     ]
     rows = summarize(runs, cfg.targets)
     table = markdown_table(rows, cfg.targets)
+    points = benchmark_stop_points(cfg, results, runs)
     now = int(time.time() * 1000)
     for r, run in zip(results, runs, strict=True):
         if r["mlflow_logged"] or not r.get("run_id"):
@@ -524,11 +532,15 @@ def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
     }
     figure = bench.out / "learning_curve.png"
     if curves:
-        plot_learning_curves(curves, cfg, figure)
+        plot_learning_curves(curves, cfg, figure, points)
     md = bench.out / "results.md"
-    atomic_write_text(md, results_markdown(cfg, table, results))
+    stop_md = stopping_section(points)
+    atomic_write_text(md, results_markdown(cfg, table, results) + stop_md)
     js = bench.out / "results.json"
-    atomic_write_json(js, {"config": cfg.model_dump(), "rows": rows, "runs": results})
+    stops = [
+        {**dataclasses.asdict(p), "labels_saved": p.labels_saved, "accuracy_lost": p.accuracy_lost} for p in points
+    ]
+    atomic_write_json(js, {"config": cfg.model_dump(), "rows": rows, "runs": results, "stopping": stops})
     for p in (figure, md, js):
         if p.exists():
             client.log_artifact(parent_run_id, str(p))
@@ -542,7 +554,14 @@ def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
         client.log_batch(parent_run_id, metrics=parent_metrics)
     if len(results) == len(cfg.strategies) * len(cfg.seeds):
         client.set_terminated(parent_run_id, "FINISHED")
-    return {"rows": rows, "table": table, "figure": str(figure), "table_path": str(md), "json": str(js)}
+    return {
+        "rows": rows,
+        "table": table,
+        "stopping": stop_md,
+        "figure": str(figure),
+        "table_path": str(md),
+        "json": str(js),
+    }
 
 
 def results_markdown(cfg: BenchmarkConfig, table: str, results: list[dict[str, Any]]) -> str:
@@ -563,8 +582,11 @@ def results_markdown(cfg: BenchmarkConfig, table: str, results: list[dict[str, A
     )
 
 
-def plot_learning_curves(curves: dict[str, MeanCurve], cfg: BenchmarkConfig, path: Path) -> None:
-    """Test accuracy vs labels, mean ± std over seeds, one line per strategy; targets dashed."""
+def plot_learning_curves(
+    curves: dict[str, MeanCurve], cfg: BenchmarkConfig, path: Path, points: list[StopPoint] | None = None
+) -> None:
+    """Test accuracy vs labels, mean ± std over seeds, one line per strategy; targets dashed; where
+    each stopping criterion fires (mean labels and accuracy over the seeds it fired in) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -575,17 +597,79 @@ def plot_learning_curves(curves: dict[str, MeanCurve], cfg: BenchmarkConfig, pat
         style = {"color": "black", "linestyle": "--"} if strategy == "random" else {}
         (line,) = ax.plot(c.labels, c.mean, marker="o", markersize=3, label=f"{strategy} (n={int(c.n.max())})", **style)
         ax.fill_between(c.labels, c.mean - c.std, c.mean + c.std, alpha=0.15, color=line.get_color())
+        mark_stop_points(ax, [p for p in points or [] if p.strategy == strategy], line.get_color())
     for t in cfg.targets:
         ax.axhline(t, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("labels")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{cfg.name}: {cfg.dataset}, {cfg.model}, mean ± std over seeds")
     ax.grid(alpha=0.3)
+    _stop_legend(ax, points or [])
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+#: marker per stopping criterion on the learning-curve figure
+STOP_MARKERS = {
+    "stabilizing_predictions": "*",
+    "overall_uncertainty": "v",
+    "classification_change": "D",
+    "plateau": "s",
+    "budget": "|",
+    "rule": "X",
+}
+
+
+def benchmark_stop_points(
+    cfg: BenchmarkConfig, results: list[dict[str, Any]], runs: list[RunResult]
+) -> list[StopPoint]:
+    """Where each stopping criterion fires in each finished campaign (with the config's
+    ``acquisition.stop`` thresholds), from the observations its rounds stored."""
+    from al_core.stopping import StopObservation
+
+    params = cfg.campaign_params()
+    out: list[StopPoint] = []
+    for r, run in zip(results, runs, strict=True):
+        obs = [StopObservation(**o) for o in r.get("stop_observations") or []]
+        if obs and run.labels:
+            out += stop_points(run, obs, params.acquisition.stop, params.acquisition.label_budget)
+    return out
+
+
+def stopping_section(points: list[StopPoint]) -> str:
+    if not points:
+        return ""
+    return (
+        "\n## Stopping: labels saved vs accuracy lost\n\n"
+        "Where each criterion first fires (round · labels · test accuracy there) against the full budget, "
+        "with the thresholds of `acquisition.stop`; '—': it never fired within the budget.\n\n"
+        + stopping_markdown(points)
+    )
+
+
+def mark_stop_points(ax: Any, points: list[StopPoint], color: str) -> None:
+    """One marker per criterion at its mean firing point (labels, accuracy) over the seeds it fired in."""
+    for name, marker in STOP_MARKERS.items():
+        fired = [p for p in points if p.criterion == name and p.round is not None]
+        if fired and name != "budget":
+            x = float(sum(p.labels for p in fired)) / len(fired)
+            y = float(sum(p.accuracy for p in fired)) / len(fired)
+            ax.scatter([x], [y], marker=marker, s=70, color=color, edgecolors="black", linewidths=0.6, zorder=5)
+
+
+def _stop_legend(ax: Any, points: list[StopPoint]) -> None:
+    from matplotlib.lines import Line2D
+
+    shown = sorted({p.criterion for p in points if p.round is not None and p.criterion != "budget"})
+    handles = [
+        Line2D([], [], marker=STOP_MARKERS[n], linestyle="", color="grey", markeredgecolor="black", label=f"stop: {n}")
+        for n in shown
+    ]
+    if handles:
+        ax.add_artist(ax.legend(handles=handles, fontsize=7, loc="upper left", title="fires (mean over seeds)"))
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -623,7 +707,7 @@ def benchmark_command(
     except ALError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    Console(soft_wrap=True).print(report["table"], markup=False, highlight=False)
+    Console(soft_wrap=True).print(report["table"] + report["stopping"], markup=False, highlight=False)
     if report["failed"]:
         err.print(
             f"[bold red]{len(report['failed'])} campaign(s) failed[/] (run again to retry them):", highlight=False

@@ -32,7 +32,7 @@ def deployment_name(ws: Workspace) -> str:
     return slug(ws.name)
 
 
-def ready_trigger(ws: Workspace) -> Any:
+def ready_trigger(ws: Workspace, enabled: bool = True) -> Any:
     """Run the round deployment when this campaign's newest batch is announced ready."""
     from prefect.events import DeploymentEventTrigger
 
@@ -41,6 +41,7 @@ def ready_trigger(ws: Workspace) -> Any:
         name=f"alp-{slug(ws.name)}-next-round-on-labels",
         description=f"next round of {ws.root} once its newest batch is labeled (schedule.trigger_*)",
         expect={BATCH_READY},
+        enabled=enabled,
         match={"prefect.resource.id": resource["prefect.resource.id"], "alp.workspace": resource["alp.workspace"]},
         parameters={
             "workspace": str(ws.root),
@@ -56,9 +57,12 @@ def build_deployments(ws: Workspace) -> list[Any]:
 
     from flows.inbox import inbox_flow
     from flows.round import round_flow
+    from tasks.stopping import stop_state
 
     sched = ws.params.schedule
     name = deployment_name(ws)
+    # the stopping rule fired (acquisition.stop): registered paused until `alp continue`
+    stopped = stop_state(ws)["stopped"] is not None
     common: dict[str, Any] = {
         "name": name,
         "parameters": {"workspace": str(ws.root)},
@@ -68,7 +72,8 @@ def build_deployments(ws: Workspace) -> list[Any]:
     }
     round_dep = round_flow.to_deployment(
         cron=sched.round_cron,
-        triggers=[ready_trigger(ws)],
+        triggers=[ready_trigger(ws, enabled=not stopped)],
+        paused=True if stopped else None,
         description=f"An active-learning round of {ws.root}: train, evaluate, score, select, export the next batch.",
         **common,
     )

@@ -59,13 +59,17 @@ def test_figure_and_table(bench):
     _cfg, _out, report = bench
     png = Path(report["figure"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = Path(report["table_path"]).read_text()
+    md, stopping = Path(report["table_path"]).read_text().split("## Stopping")
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| strategy")]
     assert [r.split("|")[1].strip() for r in rows] == ["random", "entropy"]
     assert all(r.split("|")[2].strip() == "2" for r in rows)  # 2 seeds each
     assert "labels to 0.3" in md and "labels to 0.99" in md and "> 50" in md  # 0.99 is out of reach
     data = json.loads(Path(report["json"]).read_text())
     assert [r["strategy"] for r in data["rows"]] == ["random", "entropy"]
+    # where each stopping criterion fires, per strategy × seed: the budget at the last trained round
+    budget = [p for p in data["stopping"] if p["criterion"] == "budget"]
+    assert len(budget) == 4 and all(p["labels"] == 50 and p["labels_saved"] == 0 for p in budget)
+    assert len(data["stopping"]) == 4 * 5 and "| random | 0 | " in stopping and "labels saved" in stopping
 
 
 def test_mlflow_parent_and_nested_runs(bench):
