@@ -82,13 +82,18 @@ class TrainingParams(_Section):
     #: what early stopping watches: validation loss (better-calibrated probabilities for the
     #: uncertainty scores) or validation accuracy (the BatchBALD protocol, Kirsch et al. 2019)
     early_stopping: Literal["loss", "accuracy"] = "loss"
-    #: optimizer steps trained at least before early stopping may stop (small labeled sets)
-    min_steps: int = Field(default=300, ge=0)
-    #: fraction of the labeled set held out for early stopping
-    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    #: optimizer steps trained at least (small labeled sets give 1–2 steps per epoch), also before
+    #: early stopping may stop; more steps measured better on small sets (benchmarks/RESULTS.md)
+    min_steps: int = Field(default=1500, ge=0)
+    #: fraction of the labeled set held out for early stopping; 0 (default) trains on every label for a
+    #: fixed schedule: a small split stopped too early and cost 20% of scarce labels (benchmarks/RESULTS.md)
+    val_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     #: samples per epoch (null = one pass over the labeled set); a small labeled set is cycled to this
     #: length, like batchbald_redux's RandomFixedLengthSampler (Kirsch et al. 2019)
     epoch_samples: int | None = Field(default=None, ge=1)
+    #: without a validation split (val_fraction 0, no dataset.val_size) the schedule is fixed:
+    #: swa averages the weights of its last quarter (Izmailov et al. 2018)
+    weight_averaging: Literal["none", "swa"] = "none"
     device: str = "auto"
     #: rows per inference chunk; null = 256 on a CPU (cache-sized), 4096 on a GPU
     chunk_size: int | None = Field(default=None, ge=1)

@@ -58,6 +58,27 @@ EarlyStopping = Literal["loss", "accuracy"]
 EARLY_STOPPING: tuple[str, ...] = get_args(EarlyStopping)
 
 
+#: weight averaging of a fixed training schedule: none, or SWA over its last quarter (Izmailov et al. 2018)
+WeightAveraging = Literal["none", "swa"]
+WEIGHT_AVERAGING: tuple[str, ...] = get_args(WeightAveraging)
+SWA_START = 0.75
+
+
+def running_average(
+    avg: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor], k: int
+) -> dict[str, torch.Tensor]:
+    """Stochastic weight averaging's running mean (Izmailov et al. 2018): the mean of ``k`` earlier
+    states ``avg`` and ``state``; non-float entries (counters) take the newest value."""
+    if avg is None:
+        return {name: v.detach().clone() for name, v in state.items()}
+    for name, v in state.items():
+        if v.is_floating_point():
+            avg[name] += (v.detach() - avg[name]) / (k + 1)
+        else:
+            avg[name] = v.detach().clone()
+    return avg
+
+
 class GeneratorDropout(nn.Module):
     """Inverted dropout whose masks come from ``self.generator`` (never the global RNG).
 
@@ -260,9 +281,12 @@ class NeuralClassifier:
         epoch_samples: int | None = None,
         early_stopping: EarlyStopping = "loss",
         factory: str | None = None,
+        weight_averaging: WeightAveraging = "none",
     ):
         if early_stopping not in EARLY_STOPPING:
             raise ValueError(f"early_stopping must be one of {', '.join(EARLY_STOPPING)}, got {early_stopping!r}")
+        if weight_averaging not in WEIGHT_AVERAGING:
+            raise ValueError(f"weight_averaging must be one of {', '.join(WEIGHT_AVERAGING)}, got {weight_averaging!r}")
         self.arch = arch
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
@@ -281,6 +305,7 @@ class NeuralClassifier:
         self.epoch_samples = epoch_samples
         self.early_stopping = early_stopping
         self.factory = factory
+        self.weight_averaging = weight_averaging
 
     # ------------------------------------------------------------------ fit
     def _init_module(self) -> None:
@@ -339,6 +364,9 @@ class NeuralClassifier:
         # steps before early stopping may end the run, so tiny sets are not left underfit.
         steps_per_epoch = math.ceil(epoch_len / self.batch_size)
         max_epochs = max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+        # without a validation split the schedule is fixed: SWA averages its last quarter's weights
+        swa_from = math.floor(SWA_START * max_epochs) if self.weight_averaging == "swa" and not len(val_idx) else None
+        averaged: dict[str, torch.Tensor] | None = None
         for epoch in range(max_epochs):
             self.module_.train()
             perm = torch.cat([torch.randperm(n, generator=g_shuffle) for _ in range(math.ceil(epoch_len / n))])
@@ -353,6 +381,8 @@ class NeuralClassifier:
                 opt.step()
                 total += loss.item() * len(idx)
             hist.train_loss.append(total / epoch_len)
+            if swa_from is not None and epoch >= swa_from:
+                averaged = running_average(averaged, self.module_.state_dict(), epoch - swa_from)
             if len(val_idx) == 0:
                 continue
             val_loss, val_acc = self._val_metrics(Xva, yva)
@@ -368,6 +398,8 @@ class NeuralClassifier:
                     break
         if best_state is not None:
             self.module_.load_state_dict(best_state)
+        if averaged is not None:
+            self.module_.load_state_dict(averaged)
         self.module_.eval()
         set_dropout_generator(self.module_, None)
         self.history_ = hist
@@ -453,6 +485,7 @@ class NeuralClassifier:
                 "chunk_size",
                 "epoch_samples",
                 "early_stopping",
+                "weight_averaging",
                 "factory",
             )
         }

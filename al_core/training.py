@@ -59,6 +59,7 @@ def make_classifier(params: Params, input_shape: tuple[int, ...], n_classes: int
         seed=seed,
         chunk_size=t.chunk_size,
         epoch_samples=t.epoch_samples,
+        weight_averaging=t.weight_averaging,
         early_stopping=t.early_stopping,
         factory=m.factory,
     )
