@@ -1,10 +1,12 @@
-"""BatchBALD (Kirsch et al. 2019): joint entropies, greedy picks, lazy = full, chunking, sampling."""
+"""BatchBALD (Kirsch et al. 2019): joint entropies, greedy picks, lazy = full, chunking, sampling,
+the Jensen bound of clustered configurations, and the picks of batchbald-redux 2.0.5."""
 
 from __future__ import annotations
 
 import itertools
 import math
 
+import pytest
 import torch
 from _acq_helpers import gen, mc_log_probs
 from hypothesis import given, settings
@@ -13,9 +15,12 @@ from hypothesis import strategies as st
 from al_core.acquisition import AcquisitionInputs, get_strategy
 from al_core.acquisition.bald import bald_scores, conditional_entropy
 from al_core.acquisition.batchbald import (
+    _unique_configurations,
     batchbald,
     candidate_joint_entropies,
+    cluster_posteriors,
     exact_joint,
+    expected_entropies,
     sampled_joint,
 )
 from al_core.config import AcquisitionParams
@@ -119,7 +124,79 @@ def test_sampled_regime_same_seed_same_picks_and_valid_indices():
     assert a.indices.tolist() == b.indices.tolist() and torch.equal(a.scores, b.scores)
     assert len(set(a.indices.tolist())) == 7 and int(a.indices.max()) < 60
     full = batchbald(lp, 7, gen(11), num_samples=40, lazy=False)
-    assert full.indices[:3].tolist() == a.indices[:3].tolist()  # exact part
+    assert full.indices.tolist() == a.indices.tolist()  # the bounds hold for the sampled estimate too
+
+
+@FAST
+@given(st.integers(40, 400), st.integers(2, 12), st.integers(2, 10), st.integers(0, 2**16), st.integers(50, 3000))
+def test_pruned_search_gives_the_full_greedy_picks_in_the_sampled_regime(N, K, C, seed, num_samples):
+    lp = mc_log_probs(seed, N, K, C)
+    lazy = batchbald(lp, 6, gen(seed), num_samples=num_samples)
+    full = batchbald(lp, 6, gen(seed), num_samples=num_samples, lazy=False)
+    assert lazy.indices.tolist() == full.indices.tolist()
+    torch.testing.assert_close(lazy.scores, full.scores, atol=1e-4, rtol=0)
+
+
+@FAST
+@given(st.integers(1, 4), st.integers(2, 12), st.integers(2, 6), st.integers(0, 2**16), st.integers(1, 64))
+def test_jensen_bound_of_clustered_configurations_bounds_every_candidate(n, K, C, seed, groups):
+    """Σ_g B_g H[π̄_g P] ≥ Σ_m β_m H[π_m P] (H concave), for the exact and the sampled joint."""
+    lp = mc_log_probs(seed, n + 30, K, C)
+    P = probs_K_NC(lp[n:])
+    for state in (exact_joint(lp[:n]), sampled_joint(lp[:n], 500, gen(seed))):
+        centres, mass = cluster_posteriors(state.posterior_M_K, state.weights_M, groups)
+        assert centres.shape[0] <= groups and abs(float(mass.sum()) - 1) < 1e-5
+        torch.testing.assert_close(centres.sum(dim=1), torch.ones(centres.shape[0]))
+        exact = expected_entropies(state.posterior_M_K, state.weights_M, P, C)
+        bound = expected_entropies(centres, mass, P, C)
+        assert (bound >= exact - 1e-5).all()
+        # one cluster: the bound is the predictive entropy of the posterior mixture
+        one_c, one_m = cluster_posteriors(state.posterior_M_K, state.weights_M, 1)
+        mix = (state.weights_M[:, None] * state.posterior_M_K).sum(dim=0, keepdim=True)
+        torch.testing.assert_close(one_c, mix, atol=1e-6, rtol=0)
+        assert one_m.shape == (1,) and abs(float(one_m) - 1) < 1e-5
+
+
+def test_sampled_duplicates_are_merged_with_their_counts():
+    lp = mc_log_probs(2, 10, 6, 3)
+    state = sampled_joint(lp[:3], 3000, gen(4))  # 27 possible configurations, 3000 draws
+    assert state.posterior_M_K.shape[0] <= 27
+    assert abs(float(state.weights_M.sum()) - 1) < 1e-6
+    # the merged estimate equals the reference's estimate over all draws, duplicates included
+    draws = torch.multinomial(lp[:3].exp().reshape(-1, 3), 3000 // 6, replacement=True, generator=gen(4))
+    choices = draws.reshape(3, -1)
+    joint_D_K = lp[:3].double().exp()[torch.arange(3)[:, None], :, choices].prod(dim=0)  # [D, K]
+    q_D = joint_D_K.mean(dim=1)
+    assert abs(state.entropy() - float(-q_D.log().mean())) < 1e-5
+    P = lp[3:].double().exp()  # [N, K, C]
+    A = torch.einsum("dk,nkc->ndc", joint_D_K, P) / 6
+    ref = -(A * A.log() / q_D[None, :, None]).sum(dim=(1, 2)) / A.shape[1]
+    torch.testing.assert_close(candidate_joint_entropies(state, probs_K_NC(lp[3:]), 3).double(), ref, atol=1e-5, rtol=0)
+
+
+def test_unique_configurations_int_keys_and_column_fallback_agree():
+    choices = torch.randint(0, 3, (5, 400), generator=gen(0))
+    configs, counts = _unique_configurations(choices, 3)
+    ref_configs, ref_counts = torch.unique(choices, dim=1, return_counts=True)
+    as_dict = lambda cf, ct: dict(zip(map(tuple, cf.t().tolist()), ct.tolist(), strict=True))  # noqa: E731
+    assert as_dict(configs, counts) == as_dict(ref_configs, ref_counts)  # same columns, any order
+    wide = torch.randint(0, 10, (25, 50), generator=gen(1))  # 10^25 > 2^62: no int64 key
+    configs, counts = _unique_configurations(wide, 10)
+    assert int(counts.sum()) == 50 and configs.shape[0] == 25
+
+
+@FAST
+@given(small, st.integers(2, 8))
+def test_gains_do_not_increase_and_indices_are_unique(d, k):
+    """While exact, each pick's gain a(S_n) − a(S_{n−1}) is at most the previous one's: the greedy
+    took the best gain and gains only shrink as S grows (submodularity)."""
+    N, K, C, seed = d
+    lp = mc_log_probs(seed, N, K, C)
+    a = batchbald(lp, k, gen(0), num_samples=10**9)
+    assert len(set(a.indices.tolist())) == a.indices.shape[0] == min(k, N)
+    assert a.indices.tolist()[0] == int(torch.argmax(bald_scores(lp)))
+    gains = torch.diff(a.scores, prepend=torch.zeros(1))
+    assert (gains[1:] <= gains[:-1] + 1e-4).all()
 
 
 def test_strategy_reads_num_samples_from_params_and_handles_k_larger_than_pool():
@@ -141,3 +218,37 @@ def test_large_batches_do_not_underflow_the_sampled_joint():
     assert torch.isfinite(H).all()
     acq = batchbald(lp, 150, gen(2), num_samples=400)
     assert len(set(acq.indices.tolist())) == 150 and torch.isfinite(acq.scores).all()
+
+
+redux = pytest.importorskip("batchbald_redux.batchbald")
+
+
+def _redux_batch(lp: torch.Tensor, k: int, num_samples: int, seed: int):
+    with torch.random.fork_rng():  # the reference samples with the global RNG; keep it out of ours
+        torch.manual_seed(seed)
+        return redux.get_batchbald_batch(lp, k, num_samples)
+
+
+@pytest.mark.parametrize(
+    ("seed", "N", "K", "C", "B", "num_samples"),
+    [(0, 200, 10, 4, 8, 50), (1, 150, 20, 10, 6, 200), (2, 300, 8, 3, 10, 30), (3, 100, 16, 5, 7, 100)],
+)
+@pytest.mark.parametrize("lazy", [True, False])
+def test_same_picks_as_batchbald_redux_in_the_sampled_regime(seed, N, K, C, B, num_samples, lazy):
+    """A generator seeded like the reference's global RNG draws the same configurations, so every
+    pick matches, the sampled ones included (the exact ones are also in test_crosscheck_references)."""
+    lp = mc_log_probs(seed, N, K, C)
+    ref = _redux_batch(lp, B, num_samples, seed)
+    ours = batchbald(lp, B, gen(seed), num_samples=num_samples, lazy=lazy)
+    assert C**2 <= num_samples < C ** (B - 1)  # exact first, sampled later
+    assert ours.indices.tolist() == ref.indices
+    torch.testing.assert_close(ours.scores.double(), torch.tensor(ref.scores).double(), atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_same_picks_as_batchbald_redux_while_exact(seed):
+    lp = mc_log_probs(seed, 120, 12, 3)
+    ref = _redux_batch(lp, 6, 3**5, seed)
+    ours = batchbald(lp, 6, gen(seed), num_samples=3**5)
+    assert ours.indices.tolist() == ref.indices
+    torch.testing.assert_close(ours.scores.double(), torch.tensor(ref.scores).double(), atol=1e-4, rtol=0)
