@@ -16,8 +16,26 @@ from al_core.errors import ConfigError, did_you_mean
 from al_core.stopping import StopParams
 
 
+def _is_number_type(annotation: Any) -> bool:
+    args = getattr(annotation, "__args__", None)
+    if args:
+        return any(_is_number_type(a) for a in args if a is not type(None))
+    return annotation in (int, float)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """YAML's true/false is not a number (pydantic would take ``batch_size: true`` as 1)."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, bool) and _is_number_type(field.annotation):
+                    raise ValueError(f"{name} = {str(value).lower()}: expected a number, not true/false")
+        return data
 
 
 def _dataset_union() -> tuple[Any, tuple[str, ...]]:

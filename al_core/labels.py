@@ -125,29 +125,71 @@ def _parse_label_studio(text: str) -> tuple[list[ReturnedLabel], list[str]]:
         return [], ["line 1: a Label Studio JSON export is a list of tasks; got a single object"]
     out, problems = [], []
     for i, task in enumerate(tasks, start=1):
-        where = f"task {i}"
-        sid = _as_text((task.get("data") or {}).get("sample_id")) if isinstance(task, dict) else None
-        if sid is None:
-            problems.append(f"{where}: no data.sample_id; export the tasks alp created (they carry sample_id)")
-            continue
-        anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-        if not anns:
-            continue  # not annotated yet: nothing returned for this sample
-        ann = max(anns, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
-        choices = [
-            c
-            for r in ann.get("result") or []
-            if isinstance(r, dict)
-            for c in (r.get("value") or {}).get("choices") or []
-        ]
-        if len(choices) != 1:
-            problems.append(f"{where} (sample '{sid}'): expected exactly one choice in the annotation, got {choices}")
-            continue
-        who = ann.get("completed_by")
-        if isinstance(who, dict):
-            who = who.get("email") or who.get("id")
-        out.append(ReturnedLabel(i, sid, str(choices[0]), _as_text(who), _as_text(ann.get("updated_at"))))
+        rec = _label_studio_task(i, task, problems)
+        if rec is not None:
+            out.append(rec)
     return out, problems
+
+
+def _annotation_choice(ann: dict[str, Any]) -> list[Any]:
+    result = ann.get("result")
+    return [
+        c
+        for r in (result if isinstance(result, list) else [])
+        if isinstance(r, dict) and isinstance(r.get("value"), dict)
+        for c in (r["value"].get("choices") if isinstance(r["value"].get("choices"), list) else [])
+    ]
+
+
+def _annotator(ann: dict[str, Any]) -> str | None:
+    who = ann.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("username") or who.get("id")
+    return _as_text(who)
+
+
+def _label_studio_task(i: int, task: Any, problems: list[str]) -> ReturnedLabel | None:
+    """One task of a Label Studio export → its label, or None (not annotated, or a problem recorded).
+
+    Several annotations of one task must agree (cancelled/skipped ones are ignored); an updated
+    annotation is one annotation, its latest result.
+    """
+    where = f"task {i}"
+    if not isinstance(task, dict):
+        problems.append(f"{where}: expected a task object with data and annotations, got {type(task).__name__}")
+        return None
+    data = task.get("data")
+    if not isinstance(data, dict):
+        problems.append(f"{where}: 'data' must be an object holding sample_id, got {type(data).__name__}")
+        return None
+    sid = _as_text(data.get("sample_id"))
+    if sid is None:
+        problems.append(f"{where}: no data.sample_id; export the tasks alp created (they carry sample_id)")
+        return None
+    raw = task.get("annotations") or []
+    if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
+        problems.append(f"{where} (sample '{sid}'): 'annotations' must be a list of annotation objects")
+        return None
+    anns = [a for a in raw if not a.get("was_cancelled")]
+    if not anns:
+        return None  # not annotated yet (or skipped): nothing returned for this sample
+    chosen = []
+    for ann in anns:
+        choices = _annotation_choice(ann)
+        if len(choices) != 1 or _as_text(choices[0]) is None:
+            problems.append(f"{where} (sample '{sid}'): expected exactly one choice in the annotation, got {choices}")
+            return None
+        chosen.append((str(choices[0]), ann))
+    labels = sorted({c for c, _ in chosen})
+    if len(labels) > 1:
+        who = ", ".join(f"{c} by {_annotator(a) or 'unknown'}" for c, a in chosen)
+        problems.append(
+            f"{where} (sample '{sid}'): its annotations disagree ({who}); settle on one in Label Studio "
+            "(delete or correct the others) and export again"
+        )
+        return None
+    latest = max(anns, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
+    return ReturnedLabel(i, sid, labels[0], _annotator(latest), _as_text(latest.get("updated_at")))
 
 
 def validate_labels(

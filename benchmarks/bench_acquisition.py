@@ -31,7 +31,9 @@ import numpy as np
 import psutil
 import torch
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+from al_core.sources.mnist import default_dir as default_mnist_dir
+
+MNIST_DIR = default_mnist_dir()  # $ALP_MNIST_DIR or ../shared/data/mnist beside the repository
 
 FULL = {
     "batchbald": {"N": 5000, "K": 20, "C": 10, "B": 10, "samples": 10_000},

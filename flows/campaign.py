@@ -26,8 +26,9 @@ def apply_overrides(ws: Workspace, **dotted: Any) -> None:
         return
     from al_core.config import dump_params
 
-    params = with_overrides(load_params(ws.params_path), **dotted)
-    atomic_write_text(ws.params_path, dump_params(params))
+    with ws.writer("params overrides"):
+        params = with_overrides(load_params(ws.params_path), **dotted)
+        atomic_write_text(ws.params_path, dump_params(params))
     ws.__dict__.pop("params", None)
 
 

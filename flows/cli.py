@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,12 +32,74 @@ err = Console(stderr=True, soft_wrap=True)
 WorkspaceArg = Annotated[Path, typer.Argument(help="The workspace directory.")]
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("ALP_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def describe(exc: BaseException) -> str:
+    """An expected failure in a sentence or two: what is wrong and what to do."""
+    if isinstance(exc, ALError):
+        return str(exc)
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename}. Make it writable for this user (or run alp as its owner)."
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file or directory: {exc.filename}. Check the path."
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return str(exc)
+
+
 def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(2 if isinstance(exc, LabelValidationError) else 1)
+    """Print an expected failure as one or two lines and exit with code 2 (``--debug``: the traceback)."""
+    if debug_enabled():
+        raise exc
+    err.print(f"[bold red]error:[/] {describe(exc)}", markup=True, highlight=False, soft_wrap=True)
+    if not isinstance(exc, LabelValidationError):
+        err.print("(run with --debug or ALP_DEBUG=1 for the traceback)", style="dim", highlight=False)
+    raise typer.Exit(2)
 
 
-@app.command()
+#: What a verb turns into a message instead of a traceback.
+EXPECTED = (ALError, OSError)
+
+
+def guarded(fn: F) -> F:
+    """Run a verb; expected failures (:data:`EXPECTED`) become :func:`_fail` messages, exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EXPECTED as exc:
+            _fail(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """``app.command`` with :func:`guarded` error handling."""
+
+    def register(fn: F) -> F:
+        app.command(*args, **kwargs)(guarded(fn))
+        return fn
+
+    return register
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of failures (or set ALP_DEBUG=1).")] = False,
+) -> None:
+    """alp: active learning as a pipeline — Prefect flows, MLflow tracking, DVC-versioned labels."""
+    if debug:
+        os.environ["ALP_DEBUG"] = "1"
+
+
+@command()
 def init(
     directory: WorkspaceArg,
     dataset: Annotated[str | None, typer.Option(help=" | ".join(SOURCES.names()))] = None,
@@ -76,7 +141,7 @@ def init(
     )
 
 
-@app.command()
+@command()
 def prepare(directory: WorkspaceArg) -> None:
     """DVC stage: build the pool, test split and ground truth from params.yaml's dataset section."""
     from al_core import pipeline
@@ -89,7 +154,7 @@ def prepare(directory: WorkspaceArg) -> None:
     console.print(json.dumps(meta))
 
 
-@app.command()
+@command()
 def train(directory: WorkspaceArg) -> None:
     """DVC stage: train the current round's model on the labeled set (writes models/model.pt)."""
     from al_core import pipeline
@@ -104,7 +169,7 @@ def train(directory: WorkspaceArg) -> None:
     )
 
 
-@app.command()
+@command()
 def evaluate(directory: WorkspaceArg) -> None:
     """DVC stage: evaluate models/model.pt on the test split (writes metrics/eval.json)."""
     from al_core import pipeline
@@ -117,16 +182,18 @@ def evaluate(directory: WorkspaceArg) -> None:
     console.print(json.dumps({k: v for k, v in m.items() if k != "confusion"}))
 
 
-@app.command("round")
+@command("round")
 def round_(directory: WorkspaceArg) -> None:
     """Run one round: version the labeled set → train → evaluate → score → select → export the batch."""
     quiet_services()
+    from flows.prefect_api import prefect_api
     from flows.round import round_flow
 
-    try:
+    with prefect_api():
         s = round_flow(str(directory.resolve()))
-    except ALError as exc:
-        _fail(exc)
+    if s.get("skipped"):
+        console.print(f"round skipped: {s['skipped']}")
+        return
     acc = s["metrics"].get("test_accuracy")
     console.print(
         f"{s['tag']}: {s['strategy']}, {s['n_labels']} labels"
@@ -135,7 +202,7 @@ def round_(directory: WorkspaceArg) -> None:
     )
 
 
-@app.command()
+@command()
 def ingest(
     directory: WorkspaceArg,
     files: Annotated[list[Path], typer.Argument(help="Returned labels: .jsonl, .csv or a Label Studio .json export.")],
@@ -146,11 +213,10 @@ def ingest(
     """Ingest returned labels: validate the whole file, then merge it into the labeled set and version it."""
     quiet_services()
     from flows.ingest import ingest_flow
+    from flows.prefect_api import prefect_api
 
-    try:
+    with prefect_api():
         results = ingest_flow(str(directory.resolve()), [str(f) for f in files], partial=partial)
-    except ALError as exc:
-        _fail(exc)
     for r in results:
         if r["already_ingested"]:
             console.print(f"{r['file']}: already ingested (same content), nothing changed")
@@ -159,7 +225,7 @@ def ingest(
             console.print(f"{r['file']}: {r['added']} new label(s){extra}")
 
 
-@app.command()
+@command()
 def campaign(
     directory: WorkspaceArg,
     rounds: Annotated[int | None, typer.Option(help="Trained rounds to run (default: acquisition.rounds).")] = None,
@@ -168,11 +234,10 @@ def campaign(
     """Simulated campaign: rounds whose batches a simulated annotator answers from the ground truth."""
     quiet_services()
     from flows.campaign import campaign_flow
+    from flows.prefect_api import prefect_api
 
-    try:
+    with prefect_api():
         summaries = campaign_flow(str(directory.resolve()), rounds=rounds, strategy=strategy, progress=True)
-    except ALError as exc:
-        _fail(exc)
     console.print(rounds_table([s for s in summaries if s["metrics"]], title=f"campaign {directory}"))
 
 
@@ -215,13 +280,15 @@ def status_data(directory: Path) -> dict[str, Any]:
             for s in ws.round_summaries()
         ],
         "queue": {round_name(r): {"waiting": len(ids)} for r, ids in pending.items()},
-        "next_round": ws.next_round(),
+        "next_round": ws.next_round() if ws.incomplete_round() is None else ws.incomplete_round(),
+        "unfinished_round": ws.incomplete_round(),
+        "last_writer": ws.lock_holder() or None,
         **operations_status(ws),
         "stopping": stopping_status(ws),
     }
 
 
-@app.command()
+@command()
 def status(
     directory: WorkspaceArg,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -239,6 +306,11 @@ def status(
         f"strategy {data['strategy']}, next round {data['next_round']}"
     )
     console.print(rounds_table(data["rounds"], title="rounds"))
+    if data["unfinished_round"] is not None:
+        console.print(
+            f"round-{data['unfinished_round']:03d} did not finish (killed or failed): "
+            f"the next `alp round {directory}` resumes it"
+        )
     if data["queue"]:
         for name, q in data["queue"].items():
             console.print(f"queue {name}: {q['waiting']} sample(s) waiting for labels")
@@ -254,17 +326,17 @@ app.add_typer(stack_app, name="stack")
 from flows.serve import print_operations, serve_command  # noqa: E402  (light: Prefect is imported inside)
 from flows.webhook import webhook_command  # noqa: E402
 
-app.command("serve")(serve_command)
-app.command("webhook")(webhook_command)
+command("serve")(serve_command)
+command("webhook")(webhook_command)
 
 from flows.stopping import continue_command, print_stopping  # noqa: E402
 
-app.command("continue")(continue_command)
+command("continue")(continue_command)
 
 
 from flows.benchmark import benchmark_command  # noqa: E402  (light: heavy imports happen inside)
 
-app.command("benchmark")(benchmark_command)
+command("benchmark")(benchmark_command)
 
 
 def main() -> None:  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -12,11 +13,11 @@ import numpy as np
 from filelock import FileLock, Timeout
 from prefect import flow
 
-from al_core import pipeline
+from al_core import faults, pipeline
 from al_core.acquisition.report import batch_report
 from al_core.errors import WorkspaceError
 from al_core.training import round_seeds
-from al_core.workspace import Workspace, round_name
+from al_core.workspace import Workspace, atomic_write_text, round_name
 from tasks import artifacts, queue, steps, stopping, tracking
 
 log = logging.getLogger(__name__)
@@ -45,31 +46,116 @@ def round_lock(ws: Workspace) -> Iterator[None]:
 def round_flow(workspace: str, simulate: bool = False, after_batch: int | None = None) -> dict[str, Any]:
     """One active-learning round in ``workspace``; returns the round's summary.
 
+    The round holds the workspace's writer lock throughout and records each step it completes in
+    ``.alp/progress/round-NNN.json``; a round that was killed or failed is resumed by the next call
+    (whatever its arguments) from the step it reached: before the batch was prepared it is redone
+    (the tag moved if the labeled set changed meanwhile), after that the same batch is exported
+    and the round is logged, committed and pushed once.
+
     ``after_batch`` (set by the ``alp.batch.ready`` trigger of ``alp serve``): run only if batch
     ``after_batch`` is still the newest, so a second trigger for the same batch is a no-op
     (returns ``{"skipped": ...}``), not a second round.
     """
     ws = Workspace(workspace).require()
-    with round_lock(ws):
+    with round_lock(ws), ws.writer("round"):
+        unfinished = ws.incomplete_round()
+        if unfinished is not None:
+            print(f"resuming {round_name(unfinished)}, which did not finish")
+            return stopping.conclude(str(ws.root), _run_round(ws, unfinished, simulate))
         if after_batch is not None and ws.next_round() != after_batch + 1:
             reason = f"batch {round_name(after_batch)} already has its next round (next is {ws.next_round()})"
             print(f"round skipped: {reason}")
             return {"skipped": reason, "round": None}
         stopping.require_not_stopped(ws, ws.next_round())  # acquisition.stop fired: `alp continue` goes on
-        return stopping.conclude(str(ws.root), _run_round(ws, simulate))
+        return stopping.conclude(str(ws.root), _run_round(ws, ws.next_round(), simulate))
 
 
-def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists (for JSON)."""
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _save(ws: Workspace, r: int, progress: dict[str, Any]) -> dict[str, Any]:
+    """Record the round's progress atomically; return it as read back (what a resumed round sees)."""
+    text = json.dumps(progress, indent=1, sort_keys=True, default=_plain) + "\n"
+    atomic_write_text(ws.progress_path(r), text)
+    return json.loads(text)
+
+
+def _run_round(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    progress = ws.round_progress(r) or {"round": r, "attempts": 0}
+    progress["attempts"] += 1
+    progress = _save(ws, r, progress)
+    if "prepared" not in progress:
+        progress["prepared"] = _prepare(ws, r, simulate)
+        progress = _save(ws, r, progress)
+        faults.point("round.prepared")
+    prep = progress["prepared"]
+    summary: dict[str, Any] = prep["summary"]
+    root = str(ws.root)
+    if "exported" not in progress:
+        progress["exported"] = steps.export_batch(root, r, prep["records"])
+        _save(ws, r, progress)
+        faults.point("round.exported")
+    summary["queue"] = exported = progress["exported"]
+    history = [*(s for s in ws.round_summaries() if s["round"] != r), summary]
+    if "logged" not in progress:
+        parent = tracking.campaign_run(ws, ws.params)
+        if progress["attempts"] > 1:
+            tracking.discard_partial_round(ws, parent, r)
+        model = pipeline.load_model(ws) if prep["trained"] else None
+        logged = steps.log_round(
+            root,
+            parent,
+            r,
+            run_params={**prep["run_params"], "device": str(model.device_) if model is not None else "none"},
+            metrics=prep["run_metrics"],
+            history=history,
+            confusion=_confusion(ws) if model is not None else None,
+            model=model,
+            input_example=_first_row(ws) if model is not None else None,
+            tags=prep["tags"],
+            artifacts={"queue": exported["batch"]},
+            batch_report=summary["batch_report"],
+        )
+        progress["logged"] = {k: logged.get(k) for k in ("run_id", "model_version", "champion")}
+        _save(ws, r, progress)
+        faults.point("round.logged")
+    summary["mlflow_run_id"] = progress["logged"]["run_id"]
+    summary["model_version"] = progress["logged"]["model_version"]
+    summary["champion"] = progress["logged"]["champion"] or False
+    summary["seconds"]["total"] = round(prep["seconds_prepare"] + time.perf_counter() - t_start, 3)
+    steps.record_results(root, r, prep["trained"], summary)
+    progress["done"] = True
+    _save(ws, r, progress)
+    artifacts.publish_round_artifacts(root, history)
+    return summary
+
+
+def _confusion(ws: Workspace) -> list[list[int]]:
+    return json.loads(ws.metrics_path.with_name("confusion.json").read_text())["matrix"]
+
+
+def _first_row(ws: Workspace) -> np.ndarray:
+    _, X = ws.pool()
+    return X[:1].astype(np.float32)
+
+
+def _prepare(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
+    """Version → train → evaluate → score → select: everything up to the batch to export (redone if killed)."""
     params = ws.params
     root = str(ws.root)
-    r = ws.next_round()
     if r > 0 and ws.labeled_set().empty:
         raise WorkspaceError(
             "the cold-start batch (queue/round-000) is still waiting for labels: ingest them with "
             f"`alp ingest {ws.root} FILE` before the next round"
         )
     t_start = time.perf_counter()
-    version = steps.version_labeled_set(root, r)
+    version = steps.version_labeled_set(root, r, retag=not ws.batch_path(r).exists())
+    faults.point("round.versioned")
     data = pipeline.round_data(ws, r)
     if len(data.candidate_idx) == 0:
         raise WorkspaceError(f"the pool is exhausted: every sample of {ws.root} is labeled or queued")
@@ -83,7 +169,9 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
     if len(data.labeled_idx):
         trained = steps.train(root, data)
         model = trained.model
+        faults.point("round.trained")
         metrics = steps.evaluate(root, trained)
+        faults.point("round.evaluated")
         run_metrics.update({k: v for k, v in metrics.items() if k.startswith("test_")})
         run_metrics["seconds_train"] = trained.seconds
         run_metrics["train_epochs"] = trained.epochs
@@ -109,8 +197,17 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
     if report:
         run_metrics["batch_mean_score"] = report["mean_score"]
     model_version = f"{ws.name}/{round_name(r)}" if model is not None else None
-    exported = steps.export_batch(root, r, data, selection, model_version)
-
+    records = queue.batch_records(
+        r,
+        selection["strategy"],
+        data.pool_ids[selection["pool_idx"]],
+        selection["scores"],
+        selection["probs"],
+        ws.classes,
+        model_version,
+        params.queue.top_k,
+        **queue.sample_payload(ws, data.X_pool, selection["pool_idx"]),
+    )
     seeds = round_seeds(params.seed, r)
     summary: dict[str, Any] = {
         "round": r,
@@ -127,43 +224,26 @@ def _run_round(ws: Workspace, simulate: bool) -> dict[str, Any]:
         "seconds": {
             k.removeprefix("seconds_"): round(v, 3) for k, v in run_metrics.items() if k.startswith("seconds_")
         },
-        "queue": exported,
     }
-    history = [*ws.round_summaries(), summary]
-    parent = tracking.campaign_run(ws, params)
-    device = str(model.device_) if model is not None else "none"
-    logged = steps.log_round(
-        root,
-        parent,
-        r,
-        run_params={
+    return {
+        "summary": summary,
+        "records": records,
+        "trained": trained is not None,
+        "run_params": {
             "round": r,
             "strategy": selection["strategy"],
             "batch_size": len(selection["pool_idx"]),
             "dvc_tag": version["tag"],
             "data_hash": version["data_hash"],
-            "device": device,
-            "n_candidates": selection["n_candidates"],
+            "n_candidates": int(selection["n_candidates"]),
             **{f"seed_{k}": v for k, v in seeds.items()},
         },
-        metrics=run_metrics,
-        history=history,
-        confusion=metrics.get("confusion"),
-        model=model,
-        input_example=data.X_pool[:1].astype(np.float32) if model is not None else None,
-        tags={
+        "run_metrics": {k: float(v) for k, v in run_metrics.items()},
+        "tags": {
             "alp.round": str(r),
             "alp.dvc_tag": version["tag"],
             "alp.dvc_commit": version["commit"],
             "alp.data_hash": version["data_hash"],
         },
-        artifacts={"queue": exported["batch"]},
-        batch_report=report,
-    )
-    summary["mlflow_run_id"] = logged["run_id"]
-    summary["model_version"] = logged.get("model_version")
-    summary["champion"] = logged.get("champion", False)
-    summary["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
-    steps.record_results(root, r, trained is not None, summary)
-    artifacts.publish_round_artifacts(root, history)
-    return summary
+        "seconds_prepare": time.perf_counter() - t_start,
+    }

@@ -590,7 +590,17 @@ DEFAULT_STATE_DIR = Path(".stack")
 
 def _fail(exc: BaseException) -> None:
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(2)
+
+
+#: The stack's servers need packages a plain ``pip install alp`` leaves out: the ``stack`` extra.
+STACK_MODULES = {"moto": "moto[server]", "psycopg": "psycopg[binary]"}
+
+
+def missing_stack_packages() -> list[str]:
+    import importlib.util
+
+    return [pkg for mod, pkg in STACK_MODULES.items() if importlib.util.find_spec(mod) is None]
 
 
 @stack_app.command()
@@ -604,6 +614,9 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to become ready.")] = 180.0,
 ) -> None:
     """Start the stack (what already runs is kept), wait until each service answers, print the env to export."""
+    missing = missing_stack_packages()
+    if missing:
+        _fail(StackError(f"alp stack needs {', '.join(missing)}: install the extra with `pip install 'alp[stack]'`"))
     stack = Stack(state_dir)
     ports = {"postgres": postgres_port, "s3": s3_port, "prefect": prefect_port, "mlflow": mlflow_port}
     try:

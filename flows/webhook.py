@@ -3,23 +3,31 @@
 Configure a webhook in the Label Studio project (Settings → Webhooks): URL ``http://HOST:PORT/``,
 header ``Authorization: Token <secret>`` (or ``X-Alp-Secret: <secret>``), actions
 ANNOTATION_CREATED / ANNOTATION_UPDATED (and ANNOTATIONS_CREATED for bulk), "send payload" on.
-Each accepted call writes the annotated task(s) as a Label Studio JSON export into the queue's inbox
-(``queue/inbox/ls-webhook-….json``) and runs the ingest flow on it, which validates, merges, versions
-and, once the newest batch is labeled, announces ``alp.batch.ready`` (the next round, under ``alp serve``).
 
-Answers: 401 without the right secret (nothing is read or written), 400 for a body that is not a Label
-Studio webhook, 422 when the labels are refused (the message says why), 200 otherwise. Binds
-127.0.0.1 unless told otherwise; stdlib ``http.server``, one ingest at a time.
+Each call is checked cheaply (secret, framing, payload types, sample ids and classes against the
+workspace) and, if good, recorded durably as a Label Studio JSON export in the queue's inbox
+(``queue/inbox/ls-webhook-<annotation>-<digest>.json``: the name is a slug and a hash, never a path
+taken from the payload). A worker thread then runs the inbox flow, which ingests every new inbox file
+under the workspace's writer lock, versions them in one commit and announces ``alp.batch.ready`` when
+the newest batch is labeled. The answer waits for that ingest up to ``reply_within_s`` (below Label
+Studio's 1 s timeout): 200 with what was added, or 202 "accepted" if it takes longer (the labels are
+safe in the inbox; a refusal found then is logged and the file moved to ``queue/inbox/rejected/``).
+
+Answers: 401 without the right secret (in constant time; nothing is read), 400 for bad framing or a
+body that is not a Label Studio webhook, 411 without a Content-Length, 413 for a body over
+:data:`MAX_BODY`, 422 when the labels are refused (the message says why), 404 for any other path.
+Binds 127.0.0.1 unless told otherwise; one log line per request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import os
 import threading
-import uuid
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,7 +36,9 @@ from typing import Annotated, Any
 import typer
 
 from al_core.errors import ALError, LabelValidationError
+from al_core.labels import parse_label_file, validate_labels
 from al_core.workspace import Workspace, atomic_write_text
+from tasks.events import slug
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +56,71 @@ def authorized(headers: Any, secret: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), secret.encode())
 
 
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def export_records(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The webhook's annotated task(s) as Label Studio export records (``data`` + ``annotations``)."""
-    task = payload.get("task")
-    anns = payload.get("annotations") if isinstance(payload.get("annotations"), list) else [payload.get("annotation")]
-    anns = [a for a in anns if isinstance(a, dict)]
-    if not anns:
+    """The webhook's annotated task(s) as Label Studio export records (``data`` + ``annotations``).
+
+    Raises ValueError naming the first field of the wrong type or missing."""
+    raw = payload.get("annotations") if "annotations" in payload else [payload.get("annotation")]
+    if not isinstance(raw, list) or not raw or any(a is None for a in raw):
         raise ValueError("no annotation in the payload: enable 'send payload' in the Label Studio webhook")
-    if isinstance(task, dict):
-        return [{"id": task.get("id"), "data": task.get("data") or {}, "annotations": anns}]
-    tasks = payload.get("tasks") if isinstance(payload.get("tasks"), list) else []  # bulk: tasks listed apart
-    by_id = {t.get("id"): t for t in tasks if isinstance(t, dict)}
+    anns = [_as_dict(a, "annotation") for a in raw]
+    for a in anns:
+        if not isinstance(a.get("result", []), list):
+            raise ValueError("annotation.result must be a list")
+        if not isinstance(a.get("id"), int | str | None):
+            raise ValueError("annotation.id must be a number or a string")
+    task = payload.get("task")
+    if task is not None:
+        task = _as_dict(task, "task")
+        return [{"id": task.get("id"), "data": _as_dict(task.get("data"), "task.data"), "annotations": anns}]
+    tasks = payload.get("tasks")
+    if not isinstance(tasks, list):
+        raise ValueError("the payload holds no task (nor a list of tasks)")
+    by_id = {}
+    for t in tasks:
+        t = _as_dict(t, "tasks[]")
+        by_id[t.get("id")] = t
     out = []
     for a in anns:
         t = by_id.get(a.get("task"))
         if t is None:
-            raise ValueError(f"annotation {a.get('id')} names task {a.get('task')}, which the payload does not hold")
-        out.append({"id": t.get("id"), "data": t.get("data") or {}, "annotations": [a]})
+            raise ValueError(
+                f"annotation {a.get('id')!r} names task {a.get('task')!r}, which the payload does not hold"
+            )
+        out.append({"id": t.get("id"), "data": _as_dict(t.get("data"), "task.data"), "annotations": [a]})
     return out
 
 
-class WebhookReceiver:
-    """Turns authorised Label Studio webhook calls into ingested label files."""
+def spool_name(records: list[dict[str, Any]], body: bytes) -> str:
+    """The inbox file name of a webhook call: ``ls-webhook-<slug of the annotation id>-<body digest>.json``."""
+    ann_id = str(records[0]["annotations"][0].get("id", "x"))
+    return f"ls-webhook-{slug(ann_id)[:40]}-{hashlib.sha256(body).hexdigest()[:16]}.json"
 
-    def __init__(self, workspace: str | Path, secret: str):
+
+class WebhookReceiver:
+    """Turns authorised Label Studio webhook calls into inbox files, ingested by a worker thread."""
+
+    def __init__(self, workspace: str | Path, secret: str, reply_within_s: float = 0.8):
         if not secret:
             raise ALError("the webhook secret is empty: set it in the environment variable given by --secret-env")
         self.ws = Workspace(workspace).require()
         self.secret = secret
-        self._lock = threading.Lock()  # one ingest at a time
+        self.reply_within_s = reply_within_s
+        self._pool_ids: set[str] = set(self.ws.pool_ids().tolist())
+        self._cv = threading.Condition()
+        self._outcome: dict[str, dict[str, Any]] = {}  # inbox file name → what its ingest did
+        self._pending = False
+        self._stop = False
+        self._worker = threading.Thread(target=self._work, name="alp-webhook-ingest", daemon=True)
+        self._worker.start()
 
+    # ------------------------------------------------------------------ requests
     def handle(self, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
         if not authorized(headers, self.secret):
             return HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong secret"}
@@ -85,63 +130,160 @@ class WebhookReceiver:
                 raise ValueError("expected a JSON object")
             action = payload.get("action")
             if action not in ANNOTATION_ACTIONS:
-                return HTTPStatus.OK, {"ignored": action}
+                return HTTPStatus.OK, {"ignored": action if isinstance(action, str) else None}
             records = export_records(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             return HTTPStatus.BAD_REQUEST, {"error": f"not a Label Studio webhook payload: {exc}"}
-        return self._ingest(action, records)
+        try:
+            self._check(records)
+        except LabelValidationError as exc:
+            return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
+        name = spool_name(records, body)
+        atomic_write_text(self.ws.queue_dir / "inbox" / name, json.dumps(records, indent=1) + "\n")
+        outcome = self._wait_for(name)
+        if outcome is None:
+            return HTTPStatus.ACCEPTED, {"action": action, "accepted": name}
+        if outcome.get("refused"):
+            return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": outcome["refused"]}
+        return HTTPStatus.OK, {"action": action, "added": outcome.get("added", 0), "file": name}
 
-    def _ingest(self, action: str, records: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-        from flows.ingest import ingest_flow
+    def _check(self, records: list[dict[str, Any]]) -> None:
+        """The cheap part of ingest validation: ids, queued, classes, agreement (raises LabelValidationError)."""
+        data = json.dumps(records).encode()
+        parsed, problems = parse_label_file("webhook.json", data)
+        labeled = self.ws.labeled_set()
+        validate_labels(
+            "webhook payload",
+            parsed,
+            problems,
+            classes=self.ws.classes,
+            label_format=self.ws.params.queue.label_format,
+            pool_ids=self._pool_ids,
+            queued=self.ws.queued(),
+            labeled=dict(zip(labeled["sample_id"], labeled["label"], strict=True)),
+        )
 
-        inbox = self.ws.queue_dir / "inbox"
-        ann = records[0]["annotations"][0]
-        path = inbox / f"ls-webhook-{ann.get('id', 'x')}-{uuid.uuid4().hex[:8]}.json"
-        with self._lock:
-            atomic_write_text(path, json.dumps(records, indent=1) + "\n")
+    # -------------------------------------------------------------------- worker
+    def _wait_for(self, name: str) -> dict[str, Any] | None:
+        deadline = time.monotonic() + self.reply_within_s
+        with self._cv:
+            self._pending = True
+            self._cv.notify_all()
+            while name not in self._outcome:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cv.wait(left)
+            return self._outcome.pop(name)
+
+    def _work(self) -> None:
+        from flows.inbox import inbox_flow
+
+        while True:
+            with self._cv:
+                while not self._pending and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                self._pending = False
             try:
-                results = ingest_flow(str(self.ws.root), [str(path)])
-            except LabelValidationError as exc:
-                path.unlink(missing_ok=True)  # refused: not left in the inbox for the poller
-                return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
+                out = inbox_flow(str(self.ws.root))
             except ALError as exc:
-                path.unlink(missing_ok=True)
-                return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
-        added = sum(r["added"] for r in results)
-        log.info("%s: %d label(s) ingested from %s", action, added, path.name)
-        return HTTPStatus.OK, {"action": action, "added": added, "file": path.name}
+                log.error("webhook ingest failed (the files stay in the inbox; the next call retries): %s", exc)
+                continue
+            with self._cv:
+                for name, n in out.get("added", {}).items():
+                    self._outcome[name] = {"added": n}
+                for name, reason in out.get("reasons", {}).items():
+                    self._outcome[name] = {"refused": reason}
+                    log.error("webhook file %s refused, moved to inbox/rejected/: %s", name, reason)
+                self._cv.notify_all()
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._worker.join(timeout=60)
 
 
 def make_server(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "alp-webhook"
+        timeout = 30  # a client that stops sending mid-body does not hold a thread forever
 
-        def _reply(self, status: int, obj: dict[str, Any]) -> None:
+        def _reply(self, status: int, obj: dict[str, Any], detail: str = "") -> None:
             data = json.dumps(obj).encode()
+            if status >= 400:
+                self.close_connection = True  # an unread body must not be taken for the next request
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+            what = detail or obj.get("error") or obj.get("ignored") or ""
+            log.info("%s %s %s %s", self.command, self.path, int(status), str(what)[:200].replace("\n", " "))
+
+        def _body_length(self) -> int | tuple[int, str]:
+            if self.headers.get("Transfer-Encoding"):
+                return HTTPStatus.LENGTH_REQUIRED, "send a Content-Length (chunked bodies are not accepted)"
+            raw = self.headers.get("Content-Length")
+            if raw is None:
+                return HTTPStatus.LENGTH_REQUIRED, "Content-Length is required"
+            if not raw.strip().isdigit():
+                return HTTPStatus.BAD_REQUEST, f"Content-Length must be a non-negative integer, got {raw!r}"
+            length = int(raw)
+            if length > MAX_BODY:
+                return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes"
+            return length
 
         def do_POST(self) -> None:
+            if self.path.split("?")[0] not in ("/", "/webhook"):
+                self._reply(HTTPStatus.NOT_FOUND, {"error": "not found: post to /"})
+                return
             if not authorized(self.headers, receiver.secret):  # before reading anything
                 self._reply(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong secret"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+            length = self._body_length()
+            if isinstance(length, tuple):
+                self._reply(length[0], {"error": length[1]})
                 return
-            status, obj = receiver.handle(self.headers, self.rfile.read(length))
-            self._reply(status, obj)
+            body = self.rfile.read(length)
+            if len(body) != length:
+                self._reply(HTTPStatus.BAD_REQUEST, {"error": "the body is shorter than its Content-Length"})
+                return
+            try:
+                status, obj = receiver.handle(self.headers, body)
+            except ALError as exc:
+                status, obj = HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
+            self._reply(status, obj, detail=_request_detail(body, obj))
 
         def do_GET(self) -> None:
+            if self.path.split("?")[0] != "/":
+                self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                return
             self._reply(HTTPStatus.OK, {"alp": "webhook", "workspace": receiver.ws.name})
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), format % args)
+        def log_message(self, format: str, *args: Any) -> None:  # _reply logs each request once
+            pass
 
-    return ThreadingHTTPServer((host, port), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # a crowd of annotators at once is queued, not reset (default: 5)
+        daemon_threads = True
+
+    return Server((host, port), Handler)
+
+
+def _request_detail(body: bytes, obj: dict[str, Any]) -> str:
+    """'ANNOTATION_CREATED task=7 annotation=11 added=1' for the request's log line."""
+    try:
+        payload = json.loads(body)
+        ann = payload.get("annotation") if isinstance(payload.get("annotation"), dict) else {}
+        task = payload.get("task") if isinstance(payload.get("task"), dict) else {}
+        head = f"{payload.get('action')} task={task.get('id')} annotation={ann.get('id')}"
+    except (ValueError, AttributeError):
+        head = "-"
+    result = ", ".join(f"{k}={v}" for k, v in obj.items() if k in ("added", "accepted", "ignored", "error"))
+    return f"{head} {result}"[:300]
 
 
 def webhook_command(
@@ -153,19 +295,23 @@ def webhook_command(
     ] = "ALP_WEBHOOK_SECRET",
 ) -> None:
     """Receive Label Studio webhooks (ANNOTATION_CREATED/UPDATED) and ingest their labels."""
-    from flows.cli import _fail, console
+    from flows.cli import console
     from flows.options import quiet_services
+    from flows.prefect_api import prefect_api
 
     quiet_services()
-    try:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    with prefect_api():
         receiver = WebhookReceiver(directory, os.environ.get(secret_env, ""))
-    except ALError as exc:
-        _fail(exc)
-    server = make_server(receiver, host, port)
-    console.print(f"alp webhook for {receiver.ws.root} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+        server = make_server(receiver, host, port)
+        console.print(f"alp webhook for {receiver.ws.root} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+            receiver.close()

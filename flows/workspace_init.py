@@ -16,8 +16,10 @@ from flows.byo import absolute_paths, check_model, dataset_section, render_stage
 from tasks import versioning
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_PARAMS = PROJECT_ROOT / "params.yaml"
-TEMPLATE_DVC = PROJECT_ROOT / "dvc.yaml"
+#: the repository's params.yaml and dvc.yaml: symlinks in a checkout, copies in an installed wheel
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATE_PARAMS = TEMPLATES / "params.yaml"
+TEMPLATE_DVC = TEMPLATES / "dvc.yaml"
 
 
 def _yaml() -> YAML:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from prefect.events import emit_event
 
 from al_core.config import ScheduleParams
@@ -54,6 +53,7 @@ def runtime_state(ws: Workspace) -> dict[str, Any]:
 
 
 def update_runtime(ws: Workspace, **values: Any) -> None:
+    """Merge ``values`` into the runtime state (needs the writer lock: a read-modify-write)."""
     state = runtime_state(ws)
     state.update(values)
     atomic_write_json(runtime_path(ws), state)
@@ -96,11 +96,9 @@ def announce_if_ready(ws: Workspace) -> dict[str, Any] | None:
     """Emit ``alp.batch.ready`` for the newest batch if it is ready and was not announced yet.
 
     Returns the announcement (also recorded in ``.alp/state.json`` as ``last_batch_ready``), or None.
-    A file lock makes check-and-record one step, so two ingests at once announce a batch once.
+    The workspace's writer lock makes check-and-record one step, so two ingests at once announce a batch once.
     """
-    lock_path = ws.alp_dir / "locks" / "batch-ready.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path), timeout=60):
+    with ws.writer("announce a ready batch"):
         fill = batch_fill(ws)
         if fill is None or not is_ready(fill, ws.params.schedule):
             return None

@@ -1,9 +1,10 @@
 """Ingest returned labels into the workspace's labeled set.
 
 Validate the whole file first (al_core.labels); write nothing unless it is valid (or ``partial``);
-re-ingesting a file already ingested changes nothing (ledger of file digests); every write is
-atomic, and a crash mid-ingest leaves each round file as it was or as it will be, and a re-run
-completes it because already-stored identical labels are accepted as no-ops.
+re-ingesting a file already ingested changes nothing (ledger of file digests). Everything happens
+under the workspace's writer lock: the read of the labeled set, the merge and the write are one
+step, so two ingests at once both land. The merge is one journaled change
+(:meth:`Workspace.commit_labeled`): a crash leaves it undone or rolled forward by the next writer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from al_core import faults
 from al_core.labels import file_digest, parse_label_file, validate_labels
 from al_core.workspace import Workspace, atomic_write_text
 
@@ -36,6 +38,11 @@ class IngestResult:
 def ingest_file(ws: Workspace, path: str | Path, partial: bool = False, source: str = "human") -> IngestResult:
     """Validate and merge one returned-labels file; see the module docstring for the guarantees."""
     path = Path(path)
+    with ws.writer(f"ingest {path.name}"):
+        return _ingest_locked(ws, path, partial, source)
+
+
+def _ingest_locked(ws: Workspace, path: Path, partial: bool, source: str) -> IngestResult:
     data = path.read_bytes()
     digest = file_digest(data)
     result = IngestResult(file=str(path), digest=digest)
@@ -68,6 +75,7 @@ def ingest_file(ws: Workspace, path: str | Path, partial: bool = False, source: 
         updates[int(r)] = pd.concat([current, rows], ignore_index=True) if len(current) else rows
         result.rounds[int(r)] = len(rows)
     result.added = len(new)
+    faults.point("ingest.validated")
     ws.commit_labeled(
         updates,
         ledger_entry={
@@ -75,6 +83,7 @@ def ingest_file(ws: Workspace, path: str | Path, partial: bool = False, source: 
             "file": path.name,
             "added": result.added,
             "rejected": len(problems),
+            "rounds": sorted(result.rounds),
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )

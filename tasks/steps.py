@@ -1,7 +1,7 @@
 """Thin Prefect tasks around al_core and the workspace I/O (DVC, queue, MLflow).
 
 Retries only where the work is I/O that can fail transiently (DVC push, MLflow logging).
-All git/DVC work of one workspace holds that workspace's file lock (``versioning.dvc_lock``).
+Every write holds the workspace's writer lock (the flows take it; ``versioning.dvc_lock`` re-enters it).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(name="version-labeled-set", retries=2, retry_delay_seconds=3)
-def version_labeled_set(root: str, r: int) -> dict[str, str]:
+def version_labeled_set(root: str, r: int, retag: bool = False) -> dict[str, str]:
     ws = Workspace(root)
-    atomic_write_json(ws.round_path, {"round": r})
     with versioning.dvc_lock(ws):
-        return versioning.version_labeled_set(ws, r)
+        atomic_write_json(ws.round_path, {"round": r})
+        return versioning.version_labeled_set(ws, r, retag=retag)
 
 
 @task(name="train")
@@ -101,19 +101,9 @@ def score_and_select(
 
 
 @task(name="export-batch", retries=2, retry_delay_seconds=3, retry_condition_fn=retry_if_transient)
-def export_batch(root: str, r: int, data: pipeline.RoundData, selection: dict[str, Any], model_version: str | None):
+def export_batch(root: str, r: int, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Export round ``r``'s batch records to the queue (the same records again on a resumed round)."""
     ws = Workspace(root)
-    records = queue.batch_records(
-        r,
-        selection["strategy"],
-        data.pool_ids[selection["pool_idx"]],
-        selection["scores"],
-        selection["probs"],
-        ws.classes,
-        model_version,
-        ws.params.queue.top_k,
-        **queue.sample_payload(ws, data.X_pool, selection["pool_idx"]),
-    )
     return queue.export_batch(ws, r, records, ws.classes)
 
 

@@ -211,6 +211,27 @@ def log_round(
     return out
 
 
+def discard_partial_round(ws: Workspace, parent_run_id: str, r: int) -> int:
+    """Delete what an interrupted logging of round ``r`` left (its nested runs and their model versions),
+    so the resumed round is tracked once. Returns how many runs were discarded."""
+    mlflow = _mlflow(ws)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(
+        [experiment_id(ws)],
+        filter_string=f"tags.`alp.round` = '{r}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    )
+    for run in runs:
+        try:
+            versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        except mlflow.exceptions.MlflowException:
+            versions = []
+        for v in versions:
+            client.delete_model_version(v.name, v.version)
+        client.delete_run(run.info.run_id)
+        log.warning("round %d resumed: discarded its interrupted MLflow run %s", r, run.info.run_id)
+    return len(runs)
+
+
 def promote_champion(ws: Workspace, version: str, accuracy: float) -> bool:
     """Point ``champion`` at ``version`` if its test accuracy beats the current champion's."""
     mlflow = _mlflow(ws)

@@ -1,8 +1,8 @@
 """git + DVC inside a workspace: init, version the labeled set (commit, tag, push), record results.
 
 The pipeline commits only inside the workspace it is given, never in alp's own repository.
-All DVC work of a workspace is serialised by a file lock (DVC itself takes a repo-wide lock);
-the Prefect tasks around these functions also hold the workspace's concurrency slot.
+All git/DVC work of a workspace holds the workspace's writer lock (:meth:`Workspace.writer`), which
+also clears a stale ``.git/index.lock`` left by a killed git.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from contextlib import chdir, contextmanager
 from pathlib import Path
 
-from filelock import FileLock
-
+from al_core import faults
 from al_core.errors import WorkspaceError
 from al_core.workspace import Workspace, round_name
 
@@ -29,7 +28,10 @@ GITIGNORE = """\
 /mlartifacts/
 /.dvc-remote/
 /.alp/locks/
+/.alp/progress/
 *.tmp
+# the train stage's output lives in DVC's cache: never in git, even before the first `dvc commit`
+/models/model.pt
 """
 
 
@@ -44,12 +46,8 @@ def git(root: Path, *args: str, check: bool = True) -> str:
 
 @contextmanager
 def dvc_lock(ws: Workspace) -> Iterator[None]:
-    """The workspace's git/DVC lock (``.alp/locks/dvc.lock``): one writer of its repository at a
-    time, across processes; re-entrant within a thread, so a versioning step can hold it around
-    several DVC and git calls that take it again."""
-    lock_dir = ws.alp_dir / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / "dvc.lock"), timeout=600, is_singleton=True):
+    """The workspace's writer lock around git/DVC work (re-entrant: a step holding it may call more)."""
+    with ws.writer("git/DVC"):
         yield
 
 
@@ -77,8 +75,10 @@ def dvc_repo(ws: Workspace) -> Iterator[object]:
 
 
 def remote_url(ws: Workspace) -> str:
-    remote = ws.params.versioning.remote
-    return remote if remote else str(ws.root / ".dvc-remote")
+    """The DVC remote: a URL or absolute path as given; a relative path (the default ``.dvc-remote``)
+    relative to the workspace root. DVC stores a relative one relative to ``.dvc/`` (``../.dvc-remote``),
+    so a copied or moved workspace pushes to its own remote."""
+    return ws.params.versioning.remote or ".dvc-remote"
 
 
 def init_repo(ws: Workspace) -> None:
@@ -121,23 +121,29 @@ def commit_all(ws: Workspace, message: str) -> str:
     return git(ws.root, "rev-parse", "HEAD")
 
 
-def version_labeled_set(ws: Workspace, r: int) -> dict[str, str]:
+def version_labeled_set(ws: Workspace, r: int, retag: bool = False) -> dict[str, str]:
     """``dvc add`` the labeled set, commit, tag ``round-NNN`` and ``dvc push``.
 
-    Returns the tag, the commit and the content hash of the labeled set.
+    ``retag``: the round has not exported its batch yet (a resumed round), so a tag an earlier attempt
+    left is moved to the new commit: nothing was published under it. Without ``retag`` an existing
+    tag is refused before anything is committed. Returns the tag, the commit and the
+    content hash of the labeled set.
     """
     tag = round_name(r)
+    existing = git(ws.root, "tag", "--list", tag)
+    if existing and not retag:
+        raise WorkspaceError(
+            f"tag {tag} already exists in {ws.root}: a round with this number was versioned and exported "
+            "before. Inspect `git log --decorate` in the workspace; delete the stale tag only if you are sure."
+        )
     add_labeled_set(ws)
     commit = commit_all(ws, f"{tag}: labeled set ({len(ws.labeled_files())} file(s))")
-    existing = git(ws.root, "tag", "--list", tag)
-    if existing:
-        if git(ws.root, "rev-parse", f"{tag}^{{commit}}") != commit:
-            raise WorkspaceError(
-                f"tag {tag} already exists on another commit in {ws.root}: a round with this number was versioned "
-                "before. Inspect `git log --decorate` in the workspace; delete the stale tag only if you are sure."
-            )
-    else:
+    faults.point("round.tag")
+    if not existing:
         git(ws.root, "tag", "-a", tag, "-m", f"alp {tag}: labeled set")
+    elif git(ws.root, "rev-parse", f"{tag}^{{commit}}") != commit:
+        log.warning("round %s resumed: tag %s moved to %s", r, tag, commit[:8])
+        git(ws.root, "tag", "-f", "-a", tag, "-m", f"alp {tag}: labeled set")
     push(ws)
     return {"tag": tag, "commit": commit, "data_hash": dir_hash(ws.labeled_dir)}
 

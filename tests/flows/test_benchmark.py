@@ -151,5 +151,5 @@ def test_cli_help_and_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.read_text().replace("strategies: [random, entropy]", "strategies: [random, entrpy]"))
     res = CliRunner().invoke(app, ["benchmark", str(bad), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "unknown acquisition strategy 'entrpy'" in res.output and "Did you mean 'entropy'" in res.output

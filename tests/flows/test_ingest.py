@@ -134,7 +134,8 @@ def test_label_studio_export_ingests(ws, tmp_path):
 
 @pytest.mark.parametrize("fail_at", [0, 1, 2])
 def test_crash_mid_ingest_leaves_before_or_after(ws, tmp_path, monkeypatch, fail_at):
-    """Fault injection: the process dies before the journal (0) or at the n-th rename of the change."""
+    """An exception before the journal (0) or at the n-th rename of the change (the SIGKILL version of this
+    runs real processes: tests/flows/test_recovery.py)."""
     import al_core.workspace as workspace_mod
     from tasks.ingest import ingest_file
 
@@ -160,7 +161,11 @@ def test_crash_mid_ingest_leaves_before_or_after(ws, tmp_path, monkeypatch, fail
         assert fresh.labeled_set().empty and dir_hash(ws.labeled_dir) == before and fresh.ledger() == []
         assert not list(ws.labeled_dir.glob(".*.pending"))  # undecided leftovers are cleaned up
         assert ingest_file(fresh, labels).added == 30
-    else:  # decided: a fresh reader sees it complete (journal rolled forward), never half of it
-        assert len(fresh.labeled_set()) == 30 and dir_hash(ws.labeled_dir) != before
-        assert len(fresh.ledger()) == 1
+    else:  # decided: a reader sees it complete, never half of it, and changes nothing on disk
+        assert len(fresh.labeled_set()) == 30 and len(fresh.ledger()) == 1
+        assert (ws.alp_dir / "ingest-journal.json").exists()  # left for a writer to finish
+        with fresh.writer("test"):  # the next writer rolls the change forward
+            pass
+        assert dir_hash(ws.labeled_dir) != before and not (ws.alp_dir / "ingest-journal.json").exists()
+        assert len(fresh.labeled_set()) == 30 and len(fresh.ledger()) == 1
         assert ingest_file(fresh, labels).already_ingested

@@ -63,7 +63,7 @@ def test_a_second_round_while_one_runs_is_refused(ws):
     assert ws.exported_rounds() == [0]
     with round_lock(ws):
         result = runner.invoke(app, ["round", str(ws.root)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "already running" in result.output
     assert ws.exported_rounds() == [0]
 
@@ -112,12 +112,14 @@ def test_the_trigger_and_the_schedules_of_the_deployments(ws):
 
 @pytest.fixture
 def webhook(ws):
-    server = make_server(WebhookReceiver(ws.root, "s3cret-token"), port=0)
+    receiver = WebhookReceiver(ws.root, "s3cret-token", reply_within_s=120)  # answer after the ingest
+    server = make_server(receiver, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/", ws
     server.shutdown()
     server.server_close()
+    receiver.close()
 
 
 def post(url, body, headers):

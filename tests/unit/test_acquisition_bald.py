@@ -50,7 +50,8 @@ def test_bald_is_entropy_minus_conditional_entropy_and_non_negative(d):
     N, K, C, seed = d
     lp = mc_log_probs(seed, N, K, C)
     b = bald_scores(lp)
-    assert (b >= 0).all()
+    # mutual information is non-negative (Jensen) before any clamping, up to float32 rounding
+    assert (predictive_entropy(lp) - conditional_entropy(lp) >= -1e-5).all()
     torch.testing.assert_close(b, (predictive_entropy(lp) - conditional_entropy(lp)).clamp_min(0), atol=2e-5, rtol=0)
     # float64 definition straight from the paper
     p = lp.double().exp()

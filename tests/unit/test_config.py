@@ -68,3 +68,23 @@ def test_invalid_yaml(tmp_path):
 def test_auto_arch_per_dataset():
     assert Params().resolved_arch() == "cnn1d"
     assert with_overrides(Params(), **{"dataset.name": "digits"}).resolved_arch() == "cnn2d"
+
+
+def test_an_empty_params_file_is_refused_not_taken_as_defaults(tmp_path):
+    (tmp_path / "params.yaml").write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("key", ["batch_size", "initial_size", "mc_samples"])
+def test_a_boolean_is_not_a_number(key):
+    with pytest.raises(ConfigError, match=f"{key} = true: expected a number"):
+        parse_params({"acquisition": {key: True}})
+
+
+@pytest.mark.parametrize("path", ["../../elsewhere", "queue/../../out", ".."])
+def test_a_queue_folder_cannot_leave_the_workspace(path):
+    with pytest.raises(ConfigError, match="leaves the workspace"):
+        parse_params({"queue": {"path": path}})
+    assert parse_params({"queue": {"path": "labeling/queue"}}).queue.path == "labeling/queue"
+    assert parse_params({"queue": {"path": "/srv/queue"}}).queue.path == "/srv/queue"  # absolute: by intent

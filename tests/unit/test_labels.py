@@ -90,3 +90,51 @@ def test_many_problems_are_all_listed():
     with pytest.raises(LabelValidationError) as e:
         check("x.jsonl", text)
     assert len(e.value.problems) == 60 and "and 10 more" in str(e.value)
+
+
+def _ls(tasks):
+    return parse_label_file("export.json", json.dumps(tasks).encode())
+
+
+def _ann(choice, who, when):
+    return {
+        "result": [{"type": "choices", "value": {"choices": [choice]}}],
+        "completed_by": {"email": who},
+        "updated_at": when,
+    }
+
+
+@pytest.mark.parametrize(
+    ("task", "needle"),
+    [
+        ({"id": 1, "data": "m1d-000044", "annotations": []}, "'data' must be an object"),
+        ({"data": {"sample_id": "a"}, "annotations": ["oops"]}, "must be a list of annotation objects"),
+        ({"data": {"sample_id": "a"}, "annotations": {"id": 1}}, "must be a list of annotation objects"),
+        ("not a task", "expected a task object"),
+        ({"data": {"sample_id": "a"}, "annotations": [{"result": [{"value": "3"}]}]}, "exactly one choice"),
+        ({"data": {"sample_id": "a"}, "annotations": [{"result": "x"}]}, "exactly one choice"),
+    ],
+)
+def test_a_malformed_label_studio_export_is_a_problem_not_a_crash(task, needle):
+    records, problems = _ls([task])
+    assert records == [] and len(problems) == 1 and needle in problems[0]
+
+
+def test_disagreeing_annotations_of_one_task_are_a_conflict_not_the_newest():
+    task = {
+        "data": {"sample_id": "a"},
+        "annotations": [_ann("1", "x@a.org", "2026-01-02"), _ann("2", "y@a.org", "2026-01-03")],
+    }
+    records, problems = _ls([task])
+    assert (
+        records == [] and "disagree" in problems[0] and "1 by x@a.org" in problems[0] and "2 by y@a.org" in problems[0]
+    )
+    agree = {
+        "data": {"sample_id": "a"},
+        "annotations": [_ann("1", "x@a.org", "2026-01-02"), _ann("1", "y@a.org", "2026-01-03")],
+    }
+    records, problems = _ls([agree])
+    assert problems == [] and [(r.sample_id, r.label, r.annotator) for r in records] == [("a", "1", "y@a.org")]
+    cancelled = {**task, "annotations": [task["annotations"][0], {**task["annotations"][1], "was_cancelled": True}]}
+    records, problems = _ls([cancelled])
+    assert problems == [] and records[0].label == "1"
