@@ -21,6 +21,7 @@ rename or delete: they see the state before or after a change (:meth:`Workspace.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -81,8 +82,6 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    import io
-
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     atomic_write_bytes(path, buf.getvalue())
@@ -220,7 +219,8 @@ class Workspace:
             view = self._journal_view()
             frames = []
             for p in self.labeled_files_after(view):
-                frames.append(pd.read_parquet(view.get(p, p)))
+                # one read of the bytes: pyarrow opening the path twice could straddle a rename
+                frames.append(pd.read_parquet(io.BytesIO(view.get(p, p).read_bytes())))
             frames = [f for f in frames if len(f)]
             if not frames:
                 return empty_labeled()

@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.prefect_api import prefect_api
+
 INGEST_POINTS = [
     "ingest.validated",
     "ingest.journal-undecided",
@@ -246,6 +248,19 @@ def main() -> None:
     env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
     work = Path(tempfile.mkdtemp(prefix="alp-soak-"))
     t0 = time.perf_counter()
+    with prefect_api() as url:  # one Prefect server for every command of the soak (a start-up each is slow)
+        if url:
+            env["PREFECT_API_URL"] = url
+        converged = _trials(args, rng, work, env)
+    print(f"\n{converged}/{args.trials} kills converged ({time.perf_counter() - t0:.0f} s)")
+    if args.keep:
+        print(f"workspaces in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(0 if converged == args.trials else 1)
+
+
+def _trials(args: argparse.Namespace, rng: random.Random, work: Path, env: dict[str, str]) -> int:
     template = make_template(work, env)
     converged = 0
     for i in range(args.trials):
@@ -255,12 +270,7 @@ def main() -> None:
         converged += result.ok
         status = "converged" if result.ok else "NOT converged: " + "; ".join(result.problems)
         print(f"trial {i + 1:2d}: kill alp {kind} at {point:26s} rerun {rerun.seconds:5.1f} s  {status}", flush=True)
-    print(f"\n{converged}/{args.trials} kills converged ({time.perf_counter() - t0:.0f} s)")
-    if args.keep:
-        print(f"workspaces in {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    sys.exit(0 if converged == args.trials else 1)
+    return converged
 
 
 if __name__ == "__main__":
