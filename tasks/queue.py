@@ -4,6 +4,14 @@ Folder backend: ``queue/round-NNN/batch.jsonl`` and ``label-studio.json`` (impor
 Studio with ``queue/label-config.xml``). Files are written atomically; an export that exists
 already with the same content is left as it is (re-running a round never duplicates a batch).
 
+What the annotator sees depends on the samples' shape (:func:`presentation`): images ([C, H, W]:
+digits, mnist, image pools) as an ``<Image>`` — a PNG per sample in ``queue/round-NNN/images/``,
+and the same PNG inline in the task (a ``data:`` URI, so Label Studio shows it with no storage
+set up); series ([L] of mnist1d, [C, L] sensor windows) as a ``<TimeSeries>`` with one channel per
+signal; flat feature rows (tables) as a ``<Table>`` of name: value. Each task carries the model's
+top class as a prediction (``score`` = its probability) and the acquisition score, its name and the
+rank as data columns, so Label Studio's data manager shows and sorts by them.
+
 S3 backend (``queue.backend: s3``, ``queue.path: s3://bucket/prefix``): the same files go to
 ``s3://bucket/prefix/round-NNN/`` first, then to the workspace's ``queue/`` folder (the local copy the
 round flow reads); an export interrupted by an S3 failure leaves no local ``batch.jsonl``, so the round
@@ -13,7 +21,11 @@ convention), downloaded into ``queue/inbox/`` and ingested like local files.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -21,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from al_core.data import read_uris
-from al_core.errors import WorkspaceError
-from al_core.workspace import Workspace, atomic_write_text, round_name
+from al_core.data import read_table, read_uris
+from al_core.errors import ALError, WorkspaceError
+from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_text, round_name
 from tasks import s3
 
 FROM_NAME, TO_NAME = "label", "sample"
@@ -78,21 +90,124 @@ def sample_payload(ws: Workspace, X_pool: np.ndarray, pool_idx: np.ndarray) -> d
     return out
 
 
-def label_studio_tasks(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The same batch as Label Studio tasks: ``data`` (sample and id) and ``predictions``."""
+@dataclass(frozen=True)
+class Presentation:
+    """How Label Studio shows a sample: ``kind`` image | series | table, the sample's ``shape``
+    (as the model sees it) and the names of its channels (series) or features (tables)."""
+
+    kind: str
+    shape: tuple[int, ...]
+    names: tuple[str, ...] = ()
+
+    @property
+    def object_tag(self) -> str:
+        return {"image": "Image", "series": "TimeSeries", "table": "Table"}[self.kind]
+
+
+def presentation(dataset: str, shape: tuple[int, ...], names: list[str] | None = None) -> Presentation:
+    """Images for [C, H, W] samples (C = 1 or 3), series for mnist1d and [C, L], tables otherwise."""
+    shape = tuple(int(v) for v in shape)
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return Presentation("image", shape)
+    if len(shape) == 2 or (len(shape) == 1 and dataset == "mnist1d"):
+        channels = shape[0] if len(shape) == 2 else 1
+        return Presentation("series", shape, _channel_names(names, channels))
+    n = int(np.prod(shape))
+    return Presentation("table", (n,), tuple(names) if names and len(names) == n else tuple(f"f{i}" for i in range(n)))
+
+
+def _channel_names(columns: list[str] | None, channels: int) -> tuple[str, ...]:
+    """One name per channel: the common prefix of its channel-major columns (``acc_x_0`` → ``acc_x``)."""
+    if channels == 1 and not columns:
+        return ("signal",)
+    if columns and len(columns) % channels == 0:
+        block = len(columns) // channels
+        prefixes = [re.sub(r"[_.-]?\d+$", "", columns[c * block]) for c in range(channels)]
+        if all(prefixes) and len(set(prefixes)) == channels:
+            return tuple(prefixes)
+    return tuple(f"ch{c}" for c in range(channels))
+
+
+def workspace_presentation(ws: Workspace) -> Presentation:
+    """The workspace's presentation, from its prepared meta and (tables) its feature column names."""
+    meta = ws.meta()
+    ds = ws.params.dataset
+    names: list[str] | None = list(getattr(ds, "feature_columns", None) or []) or None
+    if names is None and meta["dataset"] == "table" and getattr(ds, "path", None):
+        try:
+            cols = read_table(Path(ds.path).expanduser()).select_dtypes("number").columns
+            names = [c for c in cols if c not in (ds.id_column, ds.label_column)]
+        except (OSError, ValueError, ALError):  # the table moved: generic names
+            names = None
+    return presentation(meta["dataset"], tuple(meta["input_shape"]), names)
+
+
+def sample_png(row: np.ndarray, shape: tuple[int, ...], min_side: int = 112) -> bytes:
+    """One image sample [C·H·W] (channel-major, values in [0, 1] or any range) as a PNG, scaled up
+    without smoothing to at least ``min_side`` pixels so small images (8×8 digits) stay crisp."""
+    from PIL import Image
+
+    c, h, w = shape
+    img = np.asarray(row, dtype=np.float64).reshape(c, h, w)
+    lo, hi = float(img.min()), float(img.max())
+    if lo < 0.0 or hi > 1.0:
+        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    pixels = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    pil = Image.fromarray(pixels[0] if c == 1 else np.moveaxis(pixels, 0, -1), mode="L" if c == 1 else "RGB")
+    factor = max(1, -(-min_side // max(1, min(h, w))))
+    if factor > 1:
+        pil = pil.resize((w * factor, h * factor), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def sample_data(pres: Presentation, row: np.ndarray) -> dict[str, Any]:
+    """The task ``data`` fields that show one sample (images: see :func:`export_batch`)."""
+    values = np.asarray(row, dtype=np.float64).reshape(-1)
+    if pres.kind == "series":
+        series = values.reshape(len(pres.names), -1)
+        return {"series": {name: [round(float(v), 5) for v in ch] for name, ch in zip(pres.names, series, strict=True)}}
+    if pres.kind == "table":
+        return {"table": {name: round(float(v), 5) for name, v in zip(pres.names, values, strict=True)}}
+    return {"image": "data:image/png;base64," + base64.b64encode(sample_png(values, pres.shape)).decode("ascii")}
+
+
+def label_studio_tasks(
+    records: list[dict[str, Any]],
+    pres: Presentation | None = None,
+    rows: np.ndarray | None = None,
+    image_files: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The same batch as Label Studio tasks, rank order (the import order, which Label Studio's default
+    sequential sampling follows): ``data`` (the sample as ``pres`` shows it, ``sample_id``, round, rank,
+    acquisition name and score) and ``predictions`` (the model's top class; ``score`` its probability)."""
     tasks = []
-    for rec in records:
-        data = {"sample_id": rec["sample_id"], "round": rec["round"], "rank": rec["rank"]}
+    for i, rec in enumerate(records):
+        data: dict[str, Any] = {
+            "sample_id": rec["sample_id"],
+            "round": rec["round"],
+            "rank": rec["rank"],
+            "acquisition": rec["strategy"],
+            "acquisition_score": round(float(rec["score"]), 6),
+        }
+        if rec["predictions"]:
+            # the most probable class (batch.jsonl's predictions are written with sorted keys)
+            best, p = max(rec["predictions"].items(), key=lambda kv: kv[1])
+            data["model_guess"], data["model_probability"] = best, p
+        if pres is not None and rows is not None:
+            data.update(sample_data(pres, rows[i]))
+        if image_files is not None:
+            data["image_file"] = image_files[i]
         for key in ("uri", "features"):
             if key in rec:
                 data[key] = rec[key]
         task: dict[str, Any] = {"data": data, "predictions": []}
         if rec["predictions"]:
-            best = next(iter(rec["predictions"]))
             task["predictions"].append(
                 {
                     "model_version": rec["model_version"] or "cold-start",
-                    "score": rec["score"],
+                    "score": data["model_probability"],
                     "result": [
                         {"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [best]}}
                     ],
@@ -102,14 +217,26 @@ def label_studio_tasks(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return tasks
 
 
-def label_config(classes: list[str]) -> str:
-    """A Label Studio labeling config matching the exported tasks."""
+def label_config(classes: list[str], pres: Presentation | None = None) -> str:
+    """A Label Studio labeling config matching the exported tasks: the sample as ``pres`` shows it
+    (no ``pres``: its id as text), the model's guess and the acquisition score, then the choices."""
     choices = "\n".join(f'    <Choice value="{escape(c, quote=True)}"/>' for c in classes)
+    if pres is None:
+        sample = f'  <Text name="{TO_NAME}" value="$sample_id"/>\n'
+    elif pres.kind == "image":
+        sample = f'  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>\n'
+    elif pres.kind == "series":
+        channels = "".join(
+            f'    <Channel column="{escape(n, quote=True)}" legend="{escape(n, quote=True)}"/>\n' for n in pres.names
+        )
+        sample = f'  <TimeSeries name="{TO_NAME}" value="$series" valueType="json">\n{channels}  </TimeSeries>\n'
+    else:
+        sample = f'  <Table name="{TO_NAME}" value="$table"/>\n'
     return (
         "<View>\n"
-        f'  <Header value="Sample $sample_id (round $round, rank $rank)"/>\n'
-        f'  <Text name="{TO_NAME}" value="$sample_id"/>\n'
-        f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
+        '  <Header value="Sample $sample_id (round $round, rank $rank; $acquisition score $acquisition_score)"/>\n'
+        f"{sample}"
+        f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true" required="true">\n'
         f"{choices}\n  </Choices>\n</View>\n"
     )
 
@@ -145,8 +272,16 @@ def _export_s3(ws: Workspace, r: int, records: list[dict[str, Any]], files: dict
     return {"batch_url": batch_url, "label_studio_url": ls_url}
 
 
+def _sample_rows(ws: Workspace, records: list[dict[str, Any]]) -> np.ndarray:
+    """The batch's feature rows [B, F] (decoded for uri pools), in record order."""
+    ids, X = ws.pool()
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    return X[pos.loc[[rec["sample_id"] for rec in records]].to_numpy()]
+
+
 def export_batch(ws: Workspace, r: int, records: list[dict[str, Any]], classes: list[str]) -> dict[str, str]:
-    """Write ``queue/round-NNN/{batch.jsonl,label-studio.json}``; refuse to overwrite a different batch.
+    """Write ``queue/round-NNN/{batch.jsonl,label-studio.json}`` (+ ``images/<sample_id>.png`` for
+    image samples) and ``queue/label-config.xml``; refuse to overwrite a different batch.
 
     With the S3 backend the files go to S3 first; the local copy follows once S3 holds them.
     """
@@ -154,17 +289,27 @@ def export_batch(ws: Workspace, r: int, records: list[dict[str, Any]], classes: 
     batch_text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records)
     batch_path, ls_path = folder / "batch.jsonl", folder / "label-studio.json"
     _check_same_batch(batch_path.read_text() if batch_path.exists() else None, records, str(batch_path), r)
-    ls_text = json.dumps(label_studio_tasks(records), indent=1) + "\n"
+    pres = workspace_presentation(ws)
+    rows = _sample_rows(ws, records)
+    image_files = None
+    if pres.kind == "image":  # the PNGs beside the batch, for local-files serving or any viewer
+        image_files = []
+        for rec, row in zip(records, rows, strict=True):
+            rel = f"{round_name(r)}/images/{rec['sample_id']}.png"
+            atomic_write_bytes(ws.queue_dir / rel, sample_png(row, pres.shape))
+            image_files.append(rel)
+    ls_text = json.dumps(label_studio_tasks(records, pres, rows, image_files), indent=1) + "\n"
+    config_text = label_config(classes, pres)
     out: dict[str, str] = {}
     if ws.params.queue.backend == "s3":
-        files = {"batch.jsonl": batch_text, "label-studio.json": ls_text, "label-config.xml": label_config(classes)}
+        files = {"batch.jsonl": batch_text, "label-studio.json": ls_text, "label-config.xml": config_text}
         out = _export_s3(ws, r, records, files)
     # label-studio.json first: batch.jsonl is what marks the round as exported.
     atomic_write_text(ls_path, ls_text)
     atomic_write_text(batch_path, batch_text)
     config = ws.queue_dir / "label-config.xml"
-    if not config.exists():
-        atomic_write_text(config, label_config(classes))
+    if not config.exists() or config.read_text() != config_text:
+        atomic_write_text(config, config_text)
     return {"batch": str(batch_path), "label_studio": str(ls_path), **out}
 
 
