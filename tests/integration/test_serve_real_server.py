@@ -4,6 +4,7 @@ next round runs and exports a new batch; a repeated event for the same batch is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,8 +55,16 @@ def finished_rounds(root: Path, after_batch: int) -> list:
 
 @pytest.fixture
 def served(stack_env, tmp_path):
-    root = tmp_path / f"served-{uuid.uuid4().hex[:6]}"
-    init_workspace(root, small_overrides(**{"schedule.inbox_interval_s": 5, "schedule.round_cron": "0 3 * * *"}))
+    with serving(stack_env, tmp_path, "served") as out:
+        yield out
+
+
+@contextlib.contextmanager
+def serving(stack_env, tmp_path, prefix, **overrides):
+    """A fresh workspace with its cold-start batch waiting, served by `alp serve` until the block ends."""
+    root = tmp_path / f"{prefix}-{uuid.uuid4().hex[:6]}"
+    sched = {"schedule.inbox_interval_s": 5, "schedule.round_cron": "0 3 * * *"}
+    init_workspace(root, small_overrides(**sched, **overrides))
     round_flow(str(root))  # the cold-start batch, waiting for labels
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(

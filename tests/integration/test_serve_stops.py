@@ -5,25 +5,15 @@ are paused, a Prefect artifact and the flow run's message say why, and `alp cont
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import uuid
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from al_core.workspace import Workspace
 from flows.cli import app
-from flows.round import round_flow
 from flows.serve import next_scheduled_round
-from flows.workspace_init import init_workspace
 from tasks.stopping import stop_artifact_key
-from tests.integration.conftest import small_overrides
-from tests.integration.test_serve_real_server import deployment, finished_rounds, wait_for
+from tests.integration.test_serve_real_server import deployment, finished_rounds, serving, wait_for
 
 # normalised entropy is ≤ 1 always: the rule fires in the first trained round
 ALWAYS = {"acquisition.stop.criteria": ["overall_uncertainty"], "acquisition.stop.overall_uncertainty.threshold": 1.0}
@@ -31,30 +21,8 @@ ALWAYS = {"acquisition.stop.criteria": ["overall_uncertainty"], "acquisition.sto
 
 @pytest.fixture
 def served(stack_env, tmp_path):
-    root = tmp_path / f"stops-{uuid.uuid4().hex[:6]}"
-    init_workspace(
-        root, small_overrides(**{"schedule.inbox_interval_s": 5, "schedule.round_cron": "0 3 * * *"}, **ALWAYS)
-    )
-    round_flow(str(root))  # the cold-start batch, waiting for labels
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "alp"), "serve", str(root)],
-        env={**os.environ, **stack_env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield Workspace(root), proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-        sys.stderr.write((tmp_path / "serve.log").read_text()[-3000:])
+    with serving(stack_env, tmp_path, "stops", **ALWAYS) as out:
+        yield out
 
 
 def automation(name):
