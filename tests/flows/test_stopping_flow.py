@@ -29,6 +29,7 @@ RULE = {
     "acquisition.stop.stabilizing_predictions.threshold": -1.0,
     "acquisition.stop.stabilizing_predictions.window": 2,
     "acquisition.stop.stop_set_size": 200,
+    "dataset.val_size": 100,  # a fixed labeled validation split: the plateau criterion's input
 }
 
 
@@ -54,6 +55,7 @@ def test_every_criterion_every_round_in_summary_and_mlflow(stopped):
     for s in summaries[1:]:
         assert set(s["stopping"]["criteria"]) == set(CRITERIA)
         assert s["stopping"]["criteria"]["budget"]["value"] == s["n_labels"] + 20
+        assert s["stopping"]["criteria"]["plateau"]["value"] is not None
     assert summaries[1]["stopping"]["criteria"]["stabilizing_predictions"]["value"] is None  # nothing to compare yet
     # κ of round 3 is recomputed from the stored stop-set predictions
     p2, p3 = (np.load(stop_dir(ws) / f"round-00{r}.npy") for r in (2, 3))
