@@ -3,6 +3,10 @@
 The whole file is validated before anything is written: unknown ids, ids never queued,
 labels outside the class set, conflicting duplicates and malformed lines each get one
 message naming the line and the fix (DESIGN §4).
+
+Corrections: a label from Label Studio (a webhook call or an export) whose annotation was updated
+after the stored label replaces it: the latest annotation wins (the ingest keeps the replaced row
+in ``data/labeled/history.parquet``). Any other change of a stored label is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import pandas as pd
 from al_core.errors import LabelValidationError
 
 LABELED_COLUMNS = ["sample_id", "label", "round", "source", "annotator", "labeled_at"]
+#: a replaced label's row in ``data/labeled/history.parquet``: LABELED_COLUMNS + when and by what
+HISTORY_COLUMNS = ["replaced_at", "replaced_by", "replaced_by_annotator", "ingest_digest"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class ReturnedLabel:
     label: str
     annotator: str | None = None
     labeled_at: str | None = None
+    #: from Label Studio: replaces a stored label when its annotation is newer (the latest wins)
+    correction: bool = False
 
 
 def file_digest(data: bytes) -> str:
@@ -142,10 +150,18 @@ def _annotation_choice(ann: dict[str, Any]) -> list[Any]:
 
 
 def _annotator(ann: dict[str, Any]) -> str | None:
+    """The annotator's e-mail or username; a bare Label Studio user id as ``ls-user-<id>`` (resolved to
+    a name through the Label Studio API by the ingest, when it can reach it)."""
     who = ann.get("completed_by")
     if isinstance(who, dict):
-        who = who.get("email") or who.get("username") or who.get("id")
-    return _as_text(who)
+        name = _as_text(who.get("email")) or _as_text(who.get("username"))
+        who = name if name else who.get("id")
+        if name:
+            return name
+    text = _as_text(who)
+    if text is not None and text.isdigit():
+        return f"ls-user-{text}"
+    return text
 
 
 def _label_studio_task(i: int, task: Any, problems: list[str]) -> ReturnedLabel | None:
@@ -189,7 +205,19 @@ def _label_studio_task(i: int, task: Any, problems: list[str]) -> ReturnedLabel 
         )
         return None
     latest = max(anns, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
-    return ReturnedLabel(i, sid, labels[0], _annotator(latest), _as_text(latest.get("updated_at")))
+    when = _as_text(latest.get("updated_at")) or _as_text(latest.get("created_at"))
+    return ReturnedLabel(i, sid, labels[0], _annotator(latest), when, correction=True)
+
+
+def _instant(text: str | None) -> datetime | None:
+    """An ISO 8601 time (``Z`` or an offset; naive = UTC), or None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def validate_labels(
@@ -202,11 +230,15 @@ def validate_labels(
     queued: dict[str, int],
     labeled: dict[str, str],
     partial: bool = False,
+    labeled_at: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Check returned labels against the workspace; return (new labeled rows, rejected-line messages).
 
     ``queued`` maps a sample id to the round that queued it; ``labeled`` maps already-labeled ids to
-    their class name. Lines equal to what is already stored are accepted and change nothing.
+    their class name and ``labeled_at`` to when they were labeled. Lines equal to what is already
+    stored are accepted and change nothing. A different label for a stored id is a correction (its
+    row is returned with the new rows: the caller replaces the stored one) only from Label Studio
+    with an annotation newer than the stored label; otherwise it is refused.
     Raises :class:`LabelValidationError` on any problem unless ``partial``.
     """
     problems = list(parse_problems)
@@ -240,27 +272,49 @@ def validate_labels(
             lines = ", ".join(str(r.line) for r in recs)
             problems.append(f"lines {lines}: conflicting labels {sorted(set(names))} for '{sid}'; keep one")
             continue
+        rec = recs[0]
         if sid in labeled:
             if labeled[sid] != names[0]:
-                problems.append(
-                    f"line {recs[0].line}: '{sid}' is already labeled '{labeled[sid]}', this file says "
-                    f"'{names[0]}'; relabeling is not supported"
-                )
+                problem = _correction_problem(rec, labeled[sid], names[0], (labeled_at or {}).get(sid))
+                if problem is None:  # the latest annotation wins
+                    rows.append(_row(rec, names[0], queued[sid], now))
+                else:
+                    problems.append(problem)
             continue  # identical to what is stored: nothing to do
-        rec = recs[0]
-        rows.append(
-            {
-                "sample_id": sid,
-                "label": names[0],
-                "round": queued[sid],
-                "source": "human",
-                "annotator": rec.annotator or "unknown",
-                "labeled_at": rec.labeled_at or now,
-            }
-        )
+        rows.append(_row(rec, names[0], queued[sid], now))
     if problems and not partial:
         raise LabelValidationError(source, problems)
     return pd.DataFrame(rows, columns=LABELED_COLUMNS), problems
+
+
+def _row(rec: ReturnedLabel, label: str, r: int, now: str) -> dict[str, Any]:
+    return {
+        "sample_id": rec.sample_id,
+        "label": label,
+        "round": r,
+        "source": "human",
+        "annotator": rec.annotator or "unknown",
+        "labeled_at": rec.labeled_at or now,
+    }
+
+
+def _correction_problem(rec: ReturnedLabel, stored: str, new: str, stored_at: str | None) -> str | None:
+    """Why ``rec`` may not replace the stored label, or None when it is a correction (the latest wins)."""
+    head = f"line {rec.line}: '{rec.sample_id}' is already labeled '{stored}', this file says '{new}'"
+    if not rec.correction:
+        return (
+            f"{head}; relabeling is not supported outside Label Studio (correct the annotation there: "
+            "the latest wins), not from JSON Lines or CSV"
+        )
+    ours, theirs = _instant(rec.labeled_at), _instant(stored_at)
+    if ours is None:
+        return f"{head}; the annotation has no readable updated_at, so it cannot be told newer: export again"
+    if theirs is not None and ours <= theirs:
+        return (
+            f"{head}; the stored label ({stored_at}) is newer than this annotation ({rec.labeled_at}): "
+            "this export is out of date, export again from Label Studio"
+        )
+    return None
 
 
 def _class_name(label: str, classes: list[str], label_format: str) -> str | None:

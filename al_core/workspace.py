@@ -43,7 +43,7 @@ from al_core import faults
 from al_core.config import Params, load_params
 from al_core.data import read_features, read_ids
 from al_core.errors import WorkspaceError
-from al_core.labels import LABELED_COLUMNS, empty_labeled
+from al_core.labels import HISTORY_COLUMNS, LABELED_COLUMNS, empty_labeled
 
 ROUND_RE = re.compile(r"^round-(\d{3,})$")
 T = TypeVar("T")
@@ -230,7 +230,8 @@ class Workspace:
 
     def labeled_files_after(self, view: dict[Path, Path]) -> list[Path]:
         """The round files of the labeled set once the change in ``view`` (final → pending) is done."""
-        return sorted({*self.labeled_files(), *(f for f in view if f.parent == self.labeled_dir)})
+        pending = (f for f in view if f.parent == self.labeled_dir and ROUND_RE.match(f.stem))  # not history.parquet
+        return sorted({*self.labeled_files(), *pending})
 
     def labeled_round(self, r: int) -> pd.DataFrame:
         path = self.labeled_dir / f"{round_name(r)}.parquet"
@@ -278,8 +279,25 @@ class Workspace:
                 return value
         return read()
 
-    def commit_labeled(self, rounds: dict[int, pd.DataFrame], ledger_entry: dict[str, Any] | None = None) -> None:
-        """Replace several round files (and append to the ledger) as one all-or-nothing change.
+    @property
+    def history_path(self) -> Path:
+        """Labels replaced by corrections (the labeled set's columns + ``replaced_at``, ``replaced_by``)."""
+        return self.labeled_dir / "history.parquet"
+
+    def label_history(self) -> pd.DataFrame:
+        """Every label a correction replaced, oldest first (empty when none was)."""
+        if not self.history_path.exists():
+            return pd.DataFrame(columns=[*LABELED_COLUMNS, *HISTORY_COLUMNS])
+        return pd.read_parquet(self.history_path)
+
+    def commit_labeled(
+        self,
+        rounds: dict[int, pd.DataFrame],
+        ledger_entry: dict[str, Any] | None = None,
+        history: pd.DataFrame | None = None,
+    ) -> None:
+        """Replace several round files (and the label history, and append to the ledger) as one
+        all-or-nothing change.
 
         Needs the writer lock (:meth:`writer`). The journal is written first, naming the pending
         files; then the pending files; then a ``decided`` journal; then the renames. Until the journal
@@ -292,6 +310,8 @@ class Workspace:
         for r in sorted(rounds):
             final = self.labeled_dir / f"{round_name(r)}.parquet"
             moves.append((final.with_name(f".{final.name}.pending"), final))
+        if history is not None:
+            moves.append((self.history_path.with_name(f".{self.history_path.name}.pending"), self.history_path))
         if ledger_entry is not None:
             moves.append((self.ledger_path.with_name(f".{self.ledger_path.name}.pending"), self.ledger_path))
         rel = [[str(t.relative_to(self.root)), str(f.relative_to(self.root))] for t, f in moves]
@@ -301,6 +321,8 @@ class Workspace:
             df = rounds[r][LABELED_COLUMNS].sort_values("sample_id").reset_index(drop=True)
             df["round"] = df["round"].astype("int64")
             atomic_write_parquet(tmp, df)
+        if history is not None:
+            atomic_write_parquet(moves[len(rounds)][0], history.reset_index(drop=True))
         if ledger_entry is not None:
             lines = self.ledger_path.read_text() if self.ledger_path.exists() else ""
             atomic_write_text(moves[-1][0], lines + json.dumps(ledger_entry, sort_keys=True) + "\n")

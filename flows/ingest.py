@@ -43,11 +43,13 @@ def finish_ingests(ws: Workspace) -> tuple[int, dict[str, Any] | None]:
     Returns the number of labels versioned now and the ``alp.batch.ready`` announcement, if one was made."""
     entries = ws.ledger()
     done = int(events.runtime_state(ws).get("versioned_ledger", 0))
-    todo = [e for e in entries[done:] if e.get("added")]
+    todo = [e for e in entries[done:] if e.get("added") or e.get("corrected")]
     added = sum(int(e["added"]) for e in todo)
+    corrected = sum(int(e.get("corrected", 0)) for e in todo)
     if todo:
         rounds = sorted({int(r) for e in todo for r in e.get("rounds", [])})
-        steps.version_ingested(str(ws.root), f"ingest {added} label(s) for round(s) {rounds}")
+        fixes = f", {corrected} corrected" if corrected else ""
+        steps.version_ingested(str(ws.root), f"ingest {added} label(s){fixes} for round(s) {rounds}")
         faults.point("ingest.versioned")
         events.emit_labels_ingested(ws, added, rounds)
     if len(entries) != done:

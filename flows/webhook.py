@@ -161,6 +161,7 @@ class WebhookReceiver:
             pool_ids=self._pool_ids,
             queued=self.ws.queued(),
             labeled=dict(zip(labeled["sample_id"], labeled["label"], strict=True)),
+            labeled_at=dict(zip(labeled["sample_id"], labeled["labeled_at"], strict=True)),
         )
 
     # -------------------------------------------------------------------- worker
