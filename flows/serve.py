@@ -9,6 +9,11 @@ Two deployments, named after the workspace (``alp-round/<name>``, ``alp-inbox/<n
 - **alp-inbox**: every ``schedule.inbox_interval_s`` seconds, ingests new files from the queue's
   inbox and announces a ready batch.
 
+On start, a batch that was completed while ``alp serve`` was down (its ``alp.batch.ready`` had no
+trigger to fire, or went to a server that was not there) starts its round once: a flow run of the
+round deployment with ``after_batch`` = that batch, unless one for it is already waiting or running
+(:func:`start_missed_round`).
+
 Both can be paused, edited and run with other parameters from the Prefect UI. Process-based serving
 (``prefect.serve``): no work pool; runs execute as subprocesses of this command until it stops
 (Ctrl-C; schedules are paused on shutdown). For work-pool deployments see ``infra/prefect/``.
@@ -85,12 +90,72 @@ def build_deployments(ws: Workspace) -> list[Any]:
     return [round_dep, inbox_dep]
 
 
+def missed_batch(ws: Workspace) -> int | None:
+    """The newest batch's round when it is ready (``schedule.trigger_*``) but its next round has not
+    been exported, and the campaign is not stopped: a round that should have started; else None."""
+    from tasks.events import batch_fill, is_ready
+    from tasks.stopping import stop_state
+
+    fill = batch_fill(ws)
+    if fill is None or not is_ready(fill, ws.params.schedule) or ws.next_round() != fill["round"] + 1:
+        return None
+    return None if stop_state(ws)["stopped"] is not None else int(fill["round"])
+
+
+WAITING_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED")
+
+
+def start_missed_round(ws: Workspace, round_deployment: Any) -> dict[str, Any] | None:
+    """Register the round deployment and start the round of a batch completed while nothing served it.
+
+    Once: nothing when no batch is waiting for its round (:func:`missed_batch`), or a run of the
+    deployment with ``after_batch`` = that batch is already scheduled, pending or running (e.g. made
+    by the trigger while this process was down: ``serve`` runs it). Returns the run started, or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    r = missed_batch(ws)
+    if r is None:
+        return None
+    dep_id = round_deployment.apply()
+    with get_client(sync_client=True) as client:
+        waiting = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType[s] for s in WAITING_STATES]))
+            ),
+        )
+        mine = {"workspace": str(ws.root), "after_batch": r}
+        if any(all(run.parameters.get(k) == v for k, v in mine.items()) for run in waiting):
+            return None
+        run = client.create_flow_run_from_deployment(
+            dep_id,
+            parameters=mine,
+            tags=["alp", "missed-batch"],
+        )
+    print(  # the CLI's own line: Prefect's console logging is quiet
+        f"alp serve: batch round-{r:03d} was labeled while nothing served {ws.name}: "
+        f"its round starts now (flow run {run.name})",
+        flush=True,
+    )
+    return {"round": r, "flow_run_id": str(run.id), "flow_run_name": run.name}
+
+
 def serve_workspace(directory: str, limit: int | None = None) -> None:
-    """Register the deployments and run their flow runs until interrupted."""
+    """Register the deployments, start a round missed while down, run their flow runs until interrupted."""
     from prefect import serve
 
     ws = Workspace(directory).require()
-    serve(*build_deployments(ws), limit=limit, print_starting_message=True)
+    deployments = build_deployments(ws)
+    start_missed_round(ws, deployments[0])
+    serve(*deployments, limit=limit, print_starting_message=True)
 
 
 def next_scheduled_round(ws: Workspace) -> dict[str, Any] | None:
