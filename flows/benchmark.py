@@ -708,7 +708,7 @@ def benchmark_command(
         )
     except ALError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     Console(soft_wrap=True).print(report["table"] + report["stopping"], markup=False, highlight=False)
     if report["failed"]:
         err.print(

@@ -131,6 +131,8 @@ def test_custom_model_campaign_logs_the_model_and_dvc_repro_reproduces_it(tmp_pa
     subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", target["tag"]], check=True)
     run = lambda *a: subprocess.run(["dvc", *a], cwd=clone, capture_output=True, text=True)  # noqa: E731
+    # the workspace's remote is relative to it (a copy pushes to its own): a clone points back at the original's
+    assert run("remote", "modify", "--local", "storage", "url", str(root / ".dvc-remote")).returncode == 0
     assert (pulled := run("pull", "--allow-missing")).returncode == 0, pulled.stderr
     assert (repro := run("repro")).returncode == 0, repro.stdout + repro.stderr
     metrics = json.loads((clone / "metrics" / "eval.json").read_text())

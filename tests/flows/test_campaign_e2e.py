@@ -123,6 +123,8 @@ def test_checkout_of_a_tag_and_dvc_repro_reproduces_the_metrics(campaign, tmp_pa
     subprocess.run(["git", "clone", "-q", str(ws.root), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", target["tag"]], check=True)
     run = lambda *a: subprocess.run(["dvc", *a], cwd=clone, capture_output=True, text=True)  # noqa: E731
+    # the workspace's remote is relative to it (a copy pushes to its own): a clone points back at the original's
+    assert run("remote", "modify", "--local", "storage", "url", str(ws.root / ".dvc-remote")).returncode == 0
     pulled = run("pull", "--allow-missing")
     assert pulled.returncode == 0, pulled.stderr
     repro = run("repro")
