@@ -51,7 +51,8 @@ def test_rounds_ran_with_the_queue_on_s3(campaign):
     assert len(ws.labeled_set()) == 30 + 20 + 20
     # nothing about the endpoint or the credentials in the workspace's configuration or queue files
     texts = [(ws.root / "params.yaml").read_text(), (ws.root / ".dvc" / "config").read_text()]
-    texts += [p.read_text() for p in ws.queue_dir.rglob("*") if p.is_file()]
+    text_files = [p for p in ws.queue_dir.rglob("*") if p.is_file() and p.suffix != ".png"]  # PNGs: the samples
+    texts += [p.read_text() for p in text_files]
     assert not [t for t in texts if any(v in t for v in private_values())]
 
 

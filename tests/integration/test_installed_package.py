@@ -31,10 +31,11 @@ def test_the_installed_wheel_runs_a_campaign_outside_the_repository(tmp_path):
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)])
     [wheel] = dist.glob("alp-*.whl")
     run([py, "-m", "pip", "install", "-q", "--no-deps", str(wheel)])
-    where = run([py, "-c", "import flows, al_core; print(flows.__file__, al_core.__file__)"]).stdout
+    # from a folder outside the checkout: `python -c` puts the working directory first on the path
+    where = run([py, "-c", "import flows, al_core; print(flows.__file__, al_core.__file__)"], cwd=tmp_path).stdout
     assert str(ROOT) not in where and str(site) in where
     assert (site / "flows" / "templates" / "params.yaml").is_file()
-    run([py, "-m", "pip", "check"])
+    run([py, "-m", "pip", "check"], cwd=tmp_path)
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
