@@ -144,6 +144,7 @@ def init(
 @command()
 def prepare(directory: WorkspaceArg) -> None:
     """DVC stage: build the pool, test split and ground truth from params.yaml's dataset section."""
+    import tasks.s3  # noqa: F401  (the reader of s3:// sample uris)
     from al_core import pipeline
     from al_core.workspace import Workspace
 
@@ -157,6 +158,7 @@ def prepare(directory: WorkspaceArg) -> None:
 @command()
 def train(directory: WorkspaceArg) -> None:
     """DVC stage: train the current round's model on the labeled set (writes models/model.pt)."""
+    import tasks.s3  # noqa: F401  (the reader of s3:// sample uris)
     from al_core import pipeline
     from al_core.workspace import Workspace
 
@@ -172,6 +174,7 @@ def train(directory: WorkspaceArg) -> None:
 @command()
 def evaluate(directory: WorkspaceArg) -> None:
     """DVC stage: evaluate models/model.pt on the test split (writes metrics/eval.json)."""
+    import tasks.s3  # noqa: F401  (the reader of s3:// sample uris)
     from al_core import pipeline
     from al_core.workspace import Workspace
 

@@ -13,7 +13,7 @@ from al_core.config import parse_params
 from al_core.errors import WorkspaceError
 from al_core.workspace import Workspace, atomic_write_text
 from flows.byo import absolute_paths, check_model, dataset_section, render_stages
-from tasks import versioning
+from tasks import s3, versioning  # noqa: F401  (s3: the reader of s3:// sample uris)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: the repository's params.yaml and dvc.yaml: symlinks in a checkout, copies in an installed wheel

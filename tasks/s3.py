@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from al_core.errors import ALError
+from al_core.uris import register_reader
 from al_core.workspace import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -195,3 +196,14 @@ def download(url: str, dest: Path) -> Path:
         raise S3Error(f"no object at {url}: check the URL (`aws s3 ls` with the same endpoint lists what is there)")
     atomic_write_bytes(dest, data)
     return dest
+
+
+def read_object(url: str) -> bytes:
+    """An object's bytes (``s3://`` sample uris of image pools); a missing object is FileNotFoundError."""
+    data = get_bytes(url)
+    if data is None:
+        raise FileNotFoundError(f"no such object: {url}")
+    return data
+
+
+register_reader("s3", read_object)

@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 from al_core.data import Dataset, Uris, check_sample_ids, read_table, split_holdout
 from al_core.errors import DatasetError
 from al_core.sources import SOURCES, DataSource, SourceParams
+from al_core.uris import read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +104,6 @@ def _folder_listing(folder: Path) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- decoding
-def read_bytes(uri: str) -> bytes:
-    """The bytes of a local file or an ``s3://bucket/key`` object (the standard AWS chain)."""
-    if uri.startswith("s3://"):
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-    return Path(uri).read_bytes()
-
-
-def _s3() -> Any:
-    import boto3
-
-    return boto3.session.Session().client("s3")
-
-
 def decode_image(data: bytes, size: tuple[int, int], channels: int) -> np.ndarray:
     """One image → [C, H, W] float32 in [0, 1] (grayscale or RGB, resized bilinearly to ``size``)."""
     from PIL import Image

@@ -140,6 +140,8 @@ def s3_server(monkeypatch):
 def test_manifest_with_s3_uris(folder, tmp_path, s3_server):
     import boto3
 
+    import tasks.s3  # noqa: F401  (registers the s3:// reader, as the CLI and flows do)
+
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="imgs")
     files = sorted(folder.rglob("*.png"))[:30]
