@@ -270,6 +270,7 @@ def status_data(directory: Path) -> dict[str, Any]:
     ws = Workspace(directory).require()
     labeled = ws.labeled_set()
     pending = ws.pending()
+    unfinished = ws.incomplete_round()
     return {
         "workspace": str(ws.root),
         "strategy": ws.params.acquisition.strategy,
@@ -283,8 +284,8 @@ def status_data(directory: Path) -> dict[str, Any]:
             for s in ws.round_summaries()
         ],
         "queue": {round_name(r): {"waiting": len(ids)} for r, ids in pending.items()},
-        "next_round": ws.next_round() if ws.incomplete_round() is None else ws.incomplete_round(),
-        "unfinished_round": ws.incomplete_round(),
+        "next_round": ws.next_round() if unfinished is None else unfinished,
+        "unfinished_round": unfinished,
         "last_writer": ws.lock_holder() or None,
         **operations_status(ws),
         "stopping": stopping_status(ws),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     os.setpgrp()  # Ctrl-C in the terminal reaches alp, which stops the server itself
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def startup_timeout() -> float:
     return float(os.environ.get(STARTUP_TIMEOUT_ENV) or DEFAULT_STARTUP_TIMEOUT_S)
 
@@ -75,7 +68,9 @@ def prefect_api() -> Iterator[str | None]:
         return
     import prefect
 
-    port = _free_port()
+    from flows.stack import free_port
+
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent)]

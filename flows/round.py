@@ -106,7 +106,7 @@ def _run_round(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
         parent = tracking.campaign_run(ws, ws.params)
         if progress["attempts"] > 1:
             tracking.discard_partial_round(ws, parent, r)
-        model = pipeline.load_model(ws) if prep["trained"] else None
+        model = pipeline.load_model(ws) if prep["trained"] else None  # as saved by train (also on a resumed round)
         logged = steps.log_round(
             root,
             parent,
@@ -116,7 +116,7 @@ def _run_round(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
             history=history,
             confusion=_confusion(ws) if model is not None else None,
             model=model,
-            input_example=_first_row(ws) if model is not None else None,
+            input_example=np.asarray(prep["input_example"], dtype=np.float32) if model is not None else None,
             tags=prep["tags"],
             artifacts={"queue": exported["batch"]},
             batch_report=summary["batch_report"],
@@ -137,11 +137,6 @@ def _run_round(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
 
 def _confusion(ws: Workspace) -> list[list[int]]:
     return json.loads(ws.metrics_path.with_name("confusion.json").read_text())["matrix"]
-
-
-def _first_row(ws: Workspace) -> np.ndarray:
-    _, X = ws.pool()
-    return X[:1].astype(np.float32)
 
 
 def _prepare(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
@@ -227,6 +222,7 @@ def _prepare(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
     }
     return {
         "summary": summary,
+        "input_example": data.X_pool[:1].tolist(),  # one row for MLflow's model signature
         "records": records,
         "trained": trained is not None,
         "run_params": {

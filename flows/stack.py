@@ -77,6 +77,16 @@ def port_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def wait_port_open(port: int, timeout: float) -> bool:
+    """Poll until something listens on ``port`` (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port, timeout=1.0):
+            return True
+        time.sleep(0.3)
+    return False
+
+
 def http_ok(url: str, timeout: float = 2.0, method: str = "GET") -> bool:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout) as resp:

@@ -113,6 +113,8 @@ class WebhookReceiver:
         self.secret = secret
         self.reply_within_s = reply_within_s
         self._pool_ids: set[str] = set(self.ws.pool_ids().tolist())
+        self._queued_for: tuple[int, ...] | None = None
+        self._queued_ids: dict[str, int] = {}
         self._cv = threading.Condition()
         self._outcome: dict[str, dict[str, Any]] = {}  # inbox file name → what its ingest did
         self._pending = False
@@ -159,10 +161,18 @@ class WebhookReceiver:
             classes=self.ws.classes,
             label_format=self.ws.params.queue.label_format,
             pool_ids=self._pool_ids,
-            queued=self.ws.queued(),
+            queued=self._queued(),
             labeled=dict(zip(labeled["sample_id"], labeled["label"], strict=True)),
             labeled_at=dict(zip(labeled["sample_id"], labeled["labeled_at"], strict=True)),
         )
+
+    def _queued(self) -> dict[str, int]:
+        """sample_id → round of every exported batch, read again only when a new batch appears
+        (an exported batch never changes), not on every request."""
+        rounds = tuple(self.ws.exported_rounds())
+        if rounds != self._queued_for:
+            self._queued_ids, self._queued_for = self.ws.queued(), rounds
+        return self._queued_ids
 
     # -------------------------------------------------------------------- worker
     def _wait_for(self, name: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ import pytest
 from al_core.workspace import Workspace
 from benchmarks.soak_recovery import alp_bin
 from flows.round import round_flow
+from flows.stack import free_port, wait_port_open
 from flows.workspace_init import init_workspace
 from tests.flows.conftest import small_overrides
 
@@ -34,9 +35,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("hook") / "hook-ws"
     init_workspace(root, small_overrides(**{"acquisition.initial_size": 60}))
     round_flow(str(root))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "ALP_WEBHOOK_SECRET": SECRET}
     proc = subprocess.Popen(
         [alp_bin(), "webhook", str(root), "--port", str(port)],
@@ -47,13 +46,7 @@ def served(tmp_path_factory):
     )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.3)
+    assert wait_port_open(port, 120), "alp webhook did not start listening"
     yield f"http://127.0.0.1:{port}/", Workspace(root), port, lines
     proc.terminate()
     proc.wait(timeout=30)

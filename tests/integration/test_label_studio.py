@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from al_core.errors import LabelValidationError
 from al_core.workspace import Workspace
 from flows.ingest import ingest_flow
 from flows.round import round_flow
+from flows.stack import free_port, wait_port_open
 from flows.workspace_init import init_workspace
 from tasks import events
 from tests.integration.conftest import small_overrides
@@ -62,12 +62,6 @@ def ls_executable() -> Path:
                 script.write_bytes(script.read_bytes().replace(str(tmp).encode(), str(VENV).encode()))
     sys.stderr.write(f"\nLabel Studio venv installed in {time.perf_counter() - t0:.1f}s\n")
     return exe
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LabelStudio:
@@ -260,13 +254,7 @@ def test_label_studio_calls_the_webhook_for_created_updated_and_skipped_annotati
     proc = subprocess.Popen(
         [alp, "webhook", str(root), "--port", str(port)], env=env, stdout=hook_log, stderr=subprocess.STDOUT
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.3)
+    assert wait_port_open(port, 120), "alp webhook did not start listening"
     try:
         hook = {
             "project": project["id"],
