@@ -10,32 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from al_core.errors import ConfigError, did_you_mean
+from al_core.sections import Section
 from al_core.stopping import StopParams
-
-
-def _is_number_type(annotation: Any) -> bool:
-    args = getattr(annotation, "__args__", None)
-    if args:
-        return any(_is_number_type(a) for a in args if a is not type(None))
-    return annotation in (int, float)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        """YAML's true/false is not a number (pydantic would take ``batch_size: true`` as 1)."""
-        if isinstance(data, dict):
-            for name, field in cls.model_fields.items():
-                value = data.get(name)
-                if isinstance(value, bool) and _is_number_type(field.annotation):
-                    raise ValueError(f"{name} = {str(value).lower()}: expected a number, not true/false")
-        return data
 
 
 def _dataset_union() -> tuple[Any, tuple[str, ...]]:
@@ -56,7 +35,7 @@ LEGACY_DATASET_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
-class ModelParams(_Section):
+class ModelParams(Section):
     #: a registered architecture (al_core/architectures/), or auto: the data source's choice
     arch: str = "auto"
     hidden: int = Field(default=128, ge=1)
@@ -90,7 +69,7 @@ class ModelParams(_Section):
         return self
 
 
-class TrainingParams(_Section):
+class TrainingParams(Section):
     epochs: int = Field(default=100, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=1e-3, gt=0.0)
@@ -120,7 +99,7 @@ class TrainingParams(_Section):
     cpu_threads: int | None = Field(default=None, ge=1)
 
 
-class CealParams(_Section):
+class CealParams(Section):
     """CEAL pseudo-labelling (Wang et al. 2016): entropy threshold δ_t = delta0 − decay·t."""
 
     delta0: float = Field(default=0.05, ge=0.0)
@@ -129,7 +108,7 @@ class CealParams(_Section):
     weight: float = Field(default=1.0, gt=0.0)
 
 
-class AcquisitionParams(_Section):
+class AcquisitionParams(Section):
     strategy: str = "entropy"
     #: samples queried per round
     batch_size: int = Field(default=40, ge=1)
@@ -161,7 +140,7 @@ class AcquisitionParams(_Section):
         return v
 
 
-class QueueParams(_Section):
+class QueueParams(Section):
     #: folder: a folder in the workspace; s3: an S3 prefix (plus a local copy in the workspace's queue/ folder)
     backend: Literal["folder", "s3"] = "folder"
     #: folder (relative to the workspace) or s3://bucket/prefix
@@ -191,7 +170,7 @@ class QueueParams(_Section):
         return self
 
 
-class TrackingParams(_Section):
+class TrackingParams(Section):
     #: MLflow tracking URI; null = SQLite file mlflow.db inside the workspace (or $MLFLOW_TRACKING_URI)
     uri: str | None = None
     #: experiment name; null = the workspace directory's name
@@ -201,13 +180,13 @@ class TrackingParams(_Section):
     log_model: bool = True
 
 
-class VersioningParams(_Section):
+class VersioningParams(Section):
     #: DVC remote URL (a directory or s3://...); null = .dvc-remote inside the workspace
     remote: str | None = None
     push: bool = True
 
 
-class ScheduleParams(_Section):
+class ScheduleParams(Section):
     """When rounds run by themselves under `alp serve` (Prefect deployments; editable in the UI)."""
 
     #: cron expression of scheduled rounds (e.g. "0 6 * * 1-5"); null = no schedule, rounds on label arrival only
@@ -227,7 +206,7 @@ class ScheduleParams(_Section):
         return v
 
 
-class Params(_Section):
+class Params(Section):
     """params.yaml."""
 
     seed: int = 0
@@ -278,6 +257,8 @@ def _format_error(err: dict[str, Any], source: str) -> str:
         tag = str(err.get("ctx", {}).get("tag", ""))
         hint = did_you_mean(tag, DATASETS)
         return f"{source}: {loc}.name = {tag!r} is not a data source.{hint} Valid: {', '.join(DATASETS)}"
+    if kind == "union_tag_not_found":  # a dataset section without its name
+        return f"{source}: {loc}.name is missing: name the data source, one of {', '.join(DATASETS)}"
     if kind == "extra_forbidden":
         section = _section_for(err["loc"][:-1])
         valid = sorted(section.model_fields) if section else []

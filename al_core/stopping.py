@@ -24,45 +24,42 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from al_core.errors import ShapeError
+from al_core.sections import Section
 
 Criterion = Literal["stabilizing_predictions", "overall_uncertainty", "classification_change", "plateau", "budget"]
 CRITERIA: tuple[str, ...] = Criterion.__args__  # type: ignore[attr-defined]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StabilizingPredictionsParams(_Section):
+class StabilizingPredictionsParams(Section):
     """Bloodgood & Vijay-Shanker 2009: κ̄ over ``window`` successive round pairs ≥ ``threshold``."""
 
     threshold: float = Field(default=0.99, ge=-1.0, le=1.0)
     window: int = Field(default=3, ge=1)
 
 
-class OverallUncertaintyParams(_Section):
+class OverallUncertaintyParams(Section):
     """Zhu et al. 2008: mean normalised predictive entropy on the stop set ≤ ``threshold``."""
 
     threshold: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
-class ClassificationChangeParams(_Section):
+class ClassificationChangeParams(Section):
     """Zhu et al. 2008: share of the stop set whose predicted label changed ≤ ``threshold``."""
 
     threshold: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
-class PlateauParams(_Section):
+class PlateauParams(Section):
     """``patience`` rounds without validation accuracy improving by more than ``min_delta``."""
 
     patience: int = Field(default=3, ge=1)
     min_delta: float = Field(default=0.005, ge=0.0)
 
 
-class StopParams(_Section):
+class StopParams(Section):
     """``acquisition.stop``: which criteria stop a campaign, and how they combine."""
 
     #: the criteria that decide (every one is computed and logged every round regardless)

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from al_core.data import Dataset
+from al_core.sections import Section
 
 
-class SourceParams(BaseModel):
+class SourceParams(Section):
     """Keys every data source takes; each source adds its own (and ``name``, the union's tag)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     seed: int = Field(default=0, description="seed of data generation and splits")

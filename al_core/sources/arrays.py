@@ -1,5 +1,7 @@
 """``arrays``: numpy arrays of any shape: ``X.npy`` [N, ...] (+ ``labels`` y.npy [N], ``ids`` one per
 line), or one ``.npz`` holding ``X`` (or ``x``), ``y`` (or ``labels``) and optionally ``ids``.
+An unlabeled pool (no ``y``: the real case, annotators give the labels) needs a labeled test set,
+``test_path``: an ``.npz`` with ``X`` and ``y`` (``--data X.npy TEST.npz``).
 
 One sample's shape is ``X.shape[1:]``: [C, L] for multichannel series (``cnn1d`` sees C channels),
 [C, H, W] for images (``cnn2d``), [F] for plain features (``mlp``).
@@ -24,6 +26,7 @@ class ArraysParams(SourceParams):
     labels: str | None = Field(default=None, description="y.npy [N]: class names or indices (ground truth)")
     ids: str | None = Field(default=None, description="a text file of N sample ids, one a line (null = arr-000000 …)")
     classes: list[str] | None = Field(default=None, description="class names, for integer labels (null = as found)")
+    test_path: str | None = Field(default=None, description="a labeled test .npz (X, y[, ids]); else test_fraction")
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="share held out for testing")
 
     @model_validator(mode="after")
@@ -48,15 +51,7 @@ def _from_npz(npz: np.lib.npyio.NpzFile, names: tuple[str, ...]) -> np.ndarray |
 
 def read_arrays(p: ArraysParams) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(X [N, ...], labels [N] or None, ids [N] or None) from ``dataset.path`` / ``labels`` / ``ids``."""
-    path = Path(p.path or "").expanduser()
-    loaded = _load_array(path, "path")
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        X = _from_npz(loaded, ("X", "x"))
-        if X is None:
-            raise DatasetError(f"{path} holds {loaded.files} but no 'X' array: save the samples as X")
-        y, ids = _from_npz(loaded, ("y", "labels")), _from_npz(loaded, ("ids", "sample_id"))
-    else:
-        X, y, ids = loaded, None, None
+    X, y, ids = _read_file(Path(p.path or "").expanduser(), "path")
     if p.labels:
         y = _load_array(Path(p.labels).expanduser(), "labels")
     if p.ids:
@@ -67,27 +62,59 @@ def read_arrays(p: ArraysParams) -> tuple[np.ndarray, np.ndarray | None, np.ndar
     return X, y, ids
 
 
-def load(p: ArraysParams) -> Dataset:
-    """The arrays, split into pool and test (``test_fraction`` held out, seeded)."""
-    X, y, ids = read_arrays(p)
-    where = Path(p.path or "").expanduser()
+def _read_file(path: Path, what: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(X, y or None, ids or None) of one .npy (X only) or .npz file."""
+    loaded = _load_array(path, what)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded, None, None
+    X = _from_npz(loaded, ("X", "x"))
+    if X is None:
+        raise DatasetError(f"{path} holds {loaded.files} but no 'X' array: save the samples as X")
+    return X, _from_npz(loaded, ("y", "labels")), _from_npz(loaded, ("ids", "sample_id"))
+
+
+def _checked(X: np.ndarray, y: np.ndarray | None, ids: np.ndarray | None, where: Path, prefix: str) -> tuple:
+    """(ids, X [N, F] float32) checked: numeric, finite, one label and one id per sample."""
     if X.ndim < 2 or not np.issubdtype(X.dtype, np.number):
         raise DatasetError(f"{where}: X must be a numeric array [N, ...] of N samples, got {X.dtype} {X.shape}")
     n = len(X)
-    if y is None:
-        raise DatasetError(
-            f"{where}: no labels. alp needs ground truth for the test split and the simulated annotator: "
-            "pass --labels y.npy (dataset.labels) or save y in the .npz"
-        )
     for what, a in (("labels", y), ("ids", ids)):
         if a is not None and len(a) != n:
             raise DatasetError(f"{where}: X holds {n} samples but the {what} hold {len(a)}: they must match")
-    ids = check_sample_ids(ids if ids is not None else np.array([f"arr-{i:06d}" for i in range(n)]), where)
+    ids = check_sample_ids(ids if ids is not None else np.array([f"{prefix}-{i:06d}" for i in range(n)]), where)
     Xf = np.ascontiguousarray(X, dtype=np.float32).reshape(n, -1)
     if not np.isfinite(Xf).all():
         raise DatasetError(f"{where}: X holds NaN or infinite values; clean or impute them first")
+    return ids, Xf
+
+
+def load(p: ArraysParams) -> Dataset:
+    """The arrays, split into pool and test (``test_path``, or ``test_fraction`` held out, seeded).
+    Without labels the pool is unlabeled (label -1: no simulated annotator) and ``test_path`` is needed."""
+    X, y, ids = read_arrays(p)
+    where = Path(p.path or "").expanduser()
+    ids, Xf = _checked(X, y, ids, where, "arr")
+    if p.test_path:
+        test_where = Path(p.test_path).expanduser()
+        X_te, y_te, ids_te = _read_file(test_where, "test_path")
+        if y_te is None:
+            raise DatasetError(f"{test_where}: the test set needs labels: save them as y in the .npz")
+        if X_te.shape[1:] != X.shape[1:]:
+            raise DatasetError(f"{test_where}: test samples have shape {X_te.shape[1:]}, the pool's {X.shape[1:]}")
+        ids_te, X_te = _checked(X_te, y_te, ids_te, test_where, "arr-test")
+        known = np.concatenate([np.asarray(y_te), np.asarray(y)]) if y is not None else np.asarray(y_te)
+        classes, y_all = _class_indices(known, p.classes, test_where)
+        y_pool = y_all[len(y_te) :] if y is not None else np.full(len(Xf), -1, dtype=np.int64)
+        return Dataset(ids, Xf, y_pool, ids_te, X_te, y_all[: len(y_te)], classes, tuple(X.shape[1:])).checked(
+            str(where)
+        )
+    if y is None:
+        raise DatasetError(
+            f"{where}: no labels, so there is no test split: pass a labeled test set (--data X.npy TEST.npz, "
+            "dataset.test_path), or ground truth for a simulation (--labels y.npy, or y in the .npz)"
+        )
     classes, y_idx = _class_indices(np.asarray(y), p.classes, where)
-    tr, te = split_holdout(n, p.test_fraction, p.seed)
+    tr, te = split_holdout(len(Xf), p.test_fraction, p.seed)
     return Dataset(ids[tr], Xf[tr], y_idx[tr], ids[te], Xf[te], y_idx[te], classes, tuple(X.shape[1:])).checked(
         str(where)
     )
@@ -121,8 +148,8 @@ SOURCES.register(
         load,
         default_arch="mlp",
         summary="numpy arrays of any shape (X.npy + labels.npy + ids, or one .npz)",
-        path_keys=("path",),
-        data_help="X.npy or one .npz (with --labels y.npy, --ids ids.txt)",
+        path_keys=("path", "test_path"),
+        data_help="X.npy or one .npz (with --labels y.npy, --ids ids.txt), then optionally a labeled test .npz",
         extra_deps=lambda p: [p.labels, p.ids],
     ),
 )

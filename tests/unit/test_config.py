@@ -76,10 +76,23 @@ def test_an_empty_params_file_is_refused_not_taken_as_defaults(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
-@pytest.mark.parametrize("key", ["batch_size", "initial_size", "mc_samples"])
-def test_a_boolean_is_not_a_number(key):
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("acquisition", "batch_size"), ("acquisition", "initial_size"), ("acquisition", "mc_samples"),
+     ("dataset", "pool_size"), ("dataset", "seed"), ("stop", "window")],
+)  # fmt: skip
+def test_a_boolean_is_not_a_number(section, key):
+    """Every section, the data sources' and the stopping rule's included."""
+    data = {"stabilizing_predictions": {key: True}} if section == "stop" else {key: True}
+    data = {"name": "mnist1d", **data} if section == "dataset" else data
+    raw = {"acquisition": {"stop": data}} if section == "stop" else {section: data}
     with pytest.raises(ConfigError, match=f"{key} = true: expected a number"):
-        parse_params({"acquisition": {key: True}})
+        parse_params(raw)
+
+
+def test_a_dataset_section_without_its_name_says_so():
+    with pytest.raises(ConfigError, match=r"dataset.name is missing: name the data source, one of .*mnist1d"):
+        parse_params({"dataset": {"pool_size": 5}})
 
 
 @pytest.mark.parametrize("path", ["../../elsewhere", "queue/../../out", ".."])

@@ -92,6 +92,34 @@ def test_arrays_bad_input(tmp_path, files, match):
         load_dataset(dataset_params(name="arrays", path=str(tmp_path / "d.npz")))
 
 
+def test_arrays_unlabeled_pool_with_a_labeled_test_set(tmp_path):
+    X, y = _arrays(shape=(3, 8))
+    np.save(tmp_path / "pool.npy", X[:40])
+    np.savez(tmp_path / "test.npz", X=X[40:], y=np.array(["a", "b", "c"])[y[40:]])
+    d = load_dataset(
+        dataset_params(name="arrays", path=str(tmp_path / "pool.npy"), test_path=str(tmp_path / "test.npz"))
+    )
+    assert len(d.pool_ids) == 40 and (d.pool_y == -1).all()  # a real pool: no ground truth, nothing to simulate
+    assert d.classes == ["a", "b", "c"] and list(d.test_y) == list(y[40:])
+    assert np.array_equal(d.pool_X, X[:40].reshape(40, -1)) and set(d.pool_ids).isdisjoint(d.test_ids)
+
+
+@pytest.mark.parametrize(
+    ("test_files", "match"),
+    [
+        ({"X": np.zeros((4, 3, 9))}, "the test set needs labels"),
+        ({"X": np.zeros((4, 3, 9)), "y": np.arange(4)}, r"test samples have shape \(3, 9\), the pool's \(3, 8\)"),
+    ],
+)
+def test_arrays_bad_test_set(tmp_path, test_files, match):
+    np.save(tmp_path / "pool.npy", np.zeros((10, 3, 8)))
+    np.savez(tmp_path / "test.npz", **test_files)
+    with pytest.raises(DatasetError, match=match):
+        load_dataset(
+            dataset_params(name="arrays", path=str(tmp_path / "pool.npy"), test_path=str(tmp_path / "test.npz"))
+        )
+
+
 def test_arrays_missing_file_names_the_key(tmp_path):
     with pytest.raises(DatasetError, match=r"does not exist: set dataset.path"):
         load_dataset(dataset_params(name="arrays", path=str(tmp_path / "nope.npy")))
