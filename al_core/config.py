@@ -140,10 +140,22 @@ class AcquisitionParams(Section):
         return v
 
 
+class LabelStudioQueueParams(Section):
+    """``queue.backend: label-studio``: where Label Studio is and which project holds the tasks
+    (the API key comes from ``ALP_LABEL_STUDIO_TOKEN`` only, never from here)."""
+
+    #: Label Studio's address, e.g. http://127.0.0.1:8080 (null: $ALP_LABEL_STUDIO_URL)
+    url: str | None = None
+    #: an existing project, by id or title (null: alp creates "alp <workspace>" with its labeling config)
+    project: int | str | None = None
+    #: where Label Studio reaches `alp webhook` (alp registers it; null: annotations come by polling only)
+    webhook_url: str | None = None
+
+
 class QueueParams(Section):
-    #: folder: a folder in the workspace; s3: an S3 prefix (plus a local copy in the workspace's queue/ folder)
-    backend: Literal["folder", "s3"] = "folder"
-    #: folder (relative to the workspace) or s3://bucket/prefix
+    #: a registered queue backend (tasks/queues/): folder (default), s3, label-studio
+    backend: str = "folder"
+    #: the queue's folder in the workspace (its local copy for the s3 and label-studio backends), or s3://bucket/prefix
     path: str = "queue"
     #: how returned labels name a class: by its name, or by its index in the class list
     label_format: Literal["name", "index"] = "name"
@@ -151,23 +163,12 @@ class QueueParams(Section):
     top_k: int = Field(default=3, ge=1)
     #: also export each sample's feature vector in batch.jsonl (a uri pool's lines carry its uri anyway)
     features: bool = False
+    label_studio: LabelStudioQueueParams = LabelStudioQueueParams()
 
-    @model_validator(mode="after")
-    def _path_fits_backend(self) -> QueueParams:
-        is_s3 = self.path.startswith("s3://")
-        if self.backend == "s3" and not (is_s3 and len(self.path) > len("s3://")):
-            raise ValueError(f"queue.path = {self.path!r}: the s3 backend needs s3://bucket/prefix")
-        if self.backend == "folder" and is_s3:
-            raise ValueError(f"queue.path = {self.path!r} is an S3 URL: set queue.backend: s3 as well")
-        if self.backend == "folder" and not Path(self.path).is_absolute():
-            import os
-
-            if os.path.normpath(self.path).split(os.sep)[0] == "..":
-                raise ValueError(
-                    f"queue.path = {self.path!r} leaves the workspace: give a folder inside it (e.g. queue), "
-                    "or an absolute path if the queue really lives elsewhere"
-                )
-        return self
+    @property
+    def local_path(self) -> str:
+        """The workspace's local queue folder: ``path`` unless that is a URL (then ``queue``)."""
+        return "queue" if "://" in self.path else self.path
 
 
 class TrackingParams(Section):

@@ -18,18 +18,19 @@ from al_core.acquisition import Acquisition, get_strategy
 from al_core.scoring import compute_inputs
 from al_core.training import TrainResult, round_seeds
 from al_core.workspace import Workspace, atomic_write_json
-from tasks import queue, s3, tracking, versioning
+from tasks import queue, queues, tracking, versioning
 from tasks.ingest import IngestResult, ingest_file
 
 log = logging.getLogger(__name__)
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry only I/O failures that may pass by themselves (S3 down, timeouts)."""
+    """Prefect retry condition: retry only I/O failures that may pass by themselves (S3 or Label Studio
+    down, timeouts), as the queue backends tell them."""
     try:
         state.result()
     except Exception as exc:
-        return s3.is_transient(exc)
+        return queues.is_transient(exc)
     return False
 
 
@@ -128,8 +129,14 @@ def record_results(root: str, r: int, trained: bool, summary: dict[str, Any]) ->
 
 @task(name="fetch-label-files", retries=2, retry_delay_seconds=3, retry_condition_fn=retry_if_transient)
 def fetch_label_files(root: str, files: list[str]) -> list[str]:
-    """Local paths for the returned-label files (S3 URLs are downloaded into the workspace's queue/inbox/)."""
+    """Local paths for the returned-label files (URLs are downloaded into the workspace's queue/inbox/)."""
     return queue.fetch_label_files(Workspace(root), files)
+
+
+@task(name="fetch-returned-labels", retries=2, retry_delay_seconds=3, retry_condition_fn=retry_if_transient)
+def fetch_returned(root: str) -> list[str]:
+    """The queue backend brings labels returned to it into the local inbox; the new files."""
+    return [str(p) for p in queues.backend(Workspace(root)).fetch()]
 
 
 @task(name="ingest-file")
@@ -148,5 +155,5 @@ def version_ingested(root: str, message: str) -> str:
 
 
 @task(name="simulate-annotator", retries=2, retry_delay_seconds=3, retry_condition_fn=retry_if_transient)
-def simulate_annotator(root: str, r: int) -> str:
+def simulate_annotator(root: str, r: int) -> list[str]:
     return queue.simulate_annotator(Workspace(root), r)
