@@ -171,6 +171,32 @@ class QueueParams(Section):
         return "queue" if "://" in self.path else self.path
 
 
+class ScoringParams(Section):
+    """How a round reads and scores the pool (big pools: README "Big pools")."""
+
+    #: local: shards scored one after another in the round's process; dask: as Prefect tasks on a
+    #: Dask cluster (a LocalCluster of `workers` processes, or the scheduler at `address`)
+    engine: Literal["local", "dask"] = "local"
+    #: pool rows per shard (whole Parquet row groups of data/pool.parquet, 65,536 rows each)
+    shard_rows: int = Field(default=65_536, ge=1)
+    #: memory for a batch-aware strategy's candidate set (badge, coreset, batchbald): all candidates
+    #: when their inputs fit, else `candidates` decides which M do
+    memory_mb: int = Field(default=512, ge=1)
+    #: top: the M best by `candidate_score` (one extra pass over the pool); random: a seeded random M
+    candidates: Literal["top", "random"] = "top"
+    candidate_score: Literal["entropy", "margin", "least_confidence"] = "entropy"
+    #: at most this many candidates (null = as many as memory_mb holds)
+    candidate_size: int | None = Field(default=None, ge=1)
+    #: dask: worker processes of the LocalCluster alp starts (ignored with `address`)
+    workers: int = Field(default=2, ge=1)
+    #: dask: torch threads per worker
+    threads_per_worker: int = Field(default=1, ge=1)
+    #: dask: an existing scheduler, e.g. tcp://10.0.0.5:8786 (null = start a LocalCluster)
+    address: str | None = None
+    #: dask: resources each shard task needs, e.g. {GPU: 1} (workers started with --resources GPU=1)
+    resources: dict[str, float] = Field(default_factory=dict)
+
+
 class TrackingParams(Section):
     #: MLflow tracking URI; null = SQLite file mlflow.db inside the workspace (or $MLFLOW_TRACKING_URI)
     uri: str | None = None
@@ -216,6 +242,7 @@ class Params(Section):
     training: TrainingParams = TrainingParams()
     acquisition: AcquisitionParams = AcquisitionParams()
     queue: QueueParams = QueueParams()
+    scoring: ScoringParams = ScoringParams()
     tracking: TrackingParams = TrackingParams()
     versioning: VersioningParams = VersioningParams()
     schedule: ScheduleParams = ScheduleParams()

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from al_core.errors import DatasetError
+from al_core.pool import ROW_GROUP_ROWS
 
 if TYPE_CHECKING:
     from al_core.sources import SourceParams
@@ -195,7 +196,7 @@ def write_features(
     """Write a pool/test/val file (see :func:`features_table`); a uri table's decoded ``X`` seeds
     its decode cache, so the rounds never decode the files again."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(features_table(ids, X, y, uris, decode), path)
+    pq.write_table(features_table(ids, X, y, uris, decode), path, row_group_size=ROW_GROUP_ROWS)
     if decode is not None and uris is not None and X is not None and decode.get("cache", True):
         _store_decoded(_cache_path(path, uris.digest, decode), np.asarray(X, dtype=np.float32))
 

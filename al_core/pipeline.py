@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from al_core.acquisition import get_strategy
@@ -17,12 +16,22 @@ from al_core.config import Params
 from al_core.data import load_dataset, take_validation, write_prepared
 from al_core.errors import WorkspaceError
 from al_core.models import NeuralClassifier
+from al_core.pool import ArrayPool, ParquetPool, PoolIds, open_pool, read_pool_ids
+from al_core.sources import get_source
+from al_core.sources._base import PreparedFiles
 from al_core.training import TrainResult, evaluate, round_seeds, train_round_model
 from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_json
 
 
 def prepare(ws: Workspace) -> dict:
-    """prepare stage: build pool, test split and (apart) the ground truth from ``dataset`` params."""
+    """prepare stage: build pool, test split and (apart) the ground truth from ``dataset`` params
+    (streamed in shards when the data source can, e.g. a Parquet table; see README "Big pools")."""
+    stream = get_source(ws.params.dataset.name).prepare_stream
+    if stream is not None and not ws.params.model.backbone:
+        meta = stream(ws.params.dataset, PreparedFiles(ws.pool_path, ws.test_path, ws.val_path, ws.truth_path))
+        if meta is not None:
+            atomic_write_json(ws.meta_path, meta)
+            return meta
     ds, val = take_validation(load_dataset(ws.params.dataset), ws.params.dataset.val_size, ws.params.dataset.seed)
     ds, val = apply_backbone(ws.params, ds, val)  # a frozen backbone's features, computed once here
     write_prepared(ds, val, ws.pool_path, ws.test_path, ws.val_path, ws.truth_path)
@@ -34,11 +43,15 @@ def prepare(ws: Workspace) -> dict:
 
 @dataclass
 class RoundData:
-    """What round ``r`` sees: the pool, the labeled rows, the candidates it may query."""
+    """What round ``r`` sees: the pool, the labeled rows, the candidates it may query.
+
+    ``X_pool`` reads rows on demand (``X_pool[idx]`` reads only the row groups holding them) and
+    hands the pool out in shards; ``pool_ids`` is one Arrow string array: a round holds O(N)
+    scalars of the pool, never all of its features."""
 
     round: int
-    pool_ids: np.ndarray
-    X_pool: np.ndarray
+    pool_ids: PoolIds | np.ndarray
+    X_pool: ParquetPool | ArrayPool
     labeled_idx: np.ndarray  # pool indices of labeled samples
     y_labeled: np.ndarray  # class indices
     candidate_idx: np.ndarray  # pool indices neither labeled nor waiting in the queue
@@ -55,19 +68,21 @@ def current_round(ws: Workspace) -> int:
 
 
 def round_data(ws: Workspace, r: int) -> RoundData:
-    pool_ids, X_pool = ws.pool()
+    """The round's view of the pool: its ids, its rows on demand, the labeled and candidate indices."""
+    pool_ids = read_pool_ids(ws.pool_path)
+    X_pool = open_pool(ws.pool_path, ws.params.scoring.shard_rows)
     classes = ws.classes
     labeled = ws.labeled_set()
-    pos = pd.Series(np.arange(len(pool_ids)), index=pool_ids)
-    missing = sorted(set(labeled["sample_id"]) - set(pool_ids))
-    if missing:
+    labeled_ids = labeled["sample_id"].to_numpy(dtype=object)
+    labeled_idx = pool_ids.positions(labeled_ids)
+    if (labeled_idx < 0).any():
+        missing = sorted(labeled_ids[labeled_idx < 0])
         raise WorkspaceError(f"labeled ids {missing[:3]} are not in the pool: the labeled set and pool disagree")
-    labeled_idx = pos.loc[labeled["sample_id"]].to_numpy(dtype=np.int64)
     cls = {c: i for i, c in enumerate(classes)}
     y = labeled["label"].map(cls).to_numpy(dtype=np.int64)
     waiting = {sid for ids in ws.pending().values() for sid in ids}
-    taken = set(labeled["sample_id"]) | waiting
-    candidate_idx = np.array([i for i, s in enumerate(pool_ids) if s not in taken], dtype=np.int64)
+    taken = pool_ids.isin(set(labeled_ids) | waiting)
+    candidate_idx = np.flatnonzero(~taken).astype(np.int64)
     return RoundData(r, pool_ids, X_pool, labeled_idx, y, candidate_idx)
 
 

@@ -274,9 +274,9 @@ def _export_s3(ws: Workspace, r: int, records: list[dict[str, Any]], files: dict
 
 def _sample_rows(ws: Workspace, records: list[dict[str, Any]]) -> np.ndarray:
     """The batch's feature rows [B, F] (decoded for uri pools), in record order."""
-    ids, X = ws.pool()
-    pos = pd.Series(np.arange(len(ids)), index=ids)
-    return X[pos.loc[[rec["sample_id"] for rec in records]].to_numpy()]
+    from al_core.pool import open_pool, read_pool_ids  # only the row groups holding the batch are read
+
+    return open_pool(ws.pool_path)[read_pool_ids(ws.pool_path).positions([rec["sample_id"] for rec in records])]
 
 
 def export_batch(ws: Workspace, r: int, records: list[dict[str, Any]], classes: list[str]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from al_core.errors import ALError
-from al_core.uris import register_reader
+from al_core.uris import register_filesystem, register_reader
 from al_core.workspace import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -207,3 +207,21 @@ def read_object(url: str) -> bytes:
 
 
 register_reader("s3", read_object)
+
+
+def arrow_filesystem() -> Any:
+    """A pyarrow S3 filesystem from the same AWS chain, for tables read in shards (a big pool on S3)."""
+    from pyarrow import fs
+
+    url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {}
+    if url:
+        scheme, _, host = url.partition("://")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    if region:
+        kwargs["region"] = region
+    return fs.S3FileSystem(**kwargs)
+
+
+register_filesystem("s3", arrow_filesystem)

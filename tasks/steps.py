@@ -14,12 +14,13 @@ import torch
 from prefect import task
 
 from al_core import pipeline
-from al_core.acquisition import Acquisition, get_strategy
-from al_core.scoring import compute_inputs
+from al_core.acquisition import AcquisitionInputs, get_strategy
+from al_core.scoring import Mapper, local_mapper, select_batch
 from al_core.training import TrainResult, round_seeds
 from al_core.workspace import Workspace, atomic_write_json
 from tasks import queue, queues, tracking, versioning
 from tasks.ingest import IngestResult, ingest_file
+from tasks.scoring import scoring_progress
 
 log = logging.getLogger(__name__)
 
@@ -54,50 +55,69 @@ def evaluate(root: str, result: TrainResult) -> dict[str, Any]:
 
 @task(name="score-and-select")
 def score_and_select(
-    root: str, data: pipeline.RoundData, model: Any | None, cold_start_labels: np.ndarray | None = None
+    root: str,
+    data: pipeline.RoundData,
+    model: Any | None,
+    cold_start_labels: np.ndarray | None = None,
+    mapper: Mapper | None = None,
 ) -> dict[str, Any]:
-    """Score the candidates with the configured strategy and pick the batch (cold start: random, or
-    class-balanced from ``cold_start_labels`` [candidates] when a simulation passes them)."""
-    import time
-
+    """Score the candidates shard by shard with the configured strategy and pick the batch (cold
+    start: random, or class-balanced from ``cold_start_labels`` [candidates] when a simulation
+    passes them). ``mapper`` scores the shards elsewhere (the dask engine); default: this process,
+    with a progress bar over the shards on a terminal."""
     ws = Workspace(root)
-    acq_params = ws.params.acquisition
-    seeds = round_seeds(ws.params.seed, data.round)
+    params = ws.params
+    acq_params = params.acquisition
+    seeds = round_seeds(params.seed, data.round)
     cand = data.candidate_idx
-    cold_start_name = "random (cold start)" if cold_start_labels is None else "balanced (cold start)"
     if model is None:  # cold start: the first batch is random, from the initial seed
-        k = acq_params.initial_size
-        strategy = get_strategy("random")
+        if cold_start_labels is not None:
+            picked = pipeline.balanced_cold_start(cold_start_labels, acq_params.initial_size, acq_params.initial_seed)
+            return _selection_dict("balanced (cold start)", cand[picked], np.zeros(len(picked)), None, len(cand))
         gen = torch.Generator().manual_seed(acq_params.initial_seed)
-    else:
-        k = acq_params.batch_size
-        strategy = get_strategy(acq_params.strategy, acq_params)
-        gen = torch.Generator().manual_seed(seeds["select"])
-    if model is not None:
-        cand = pipeline.scored_candidates(ws.params, data)
-    t0 = time.perf_counter()
-    X_cand = data.X_pool[cand]
-    probs = model.predict_proba(X_cand) if model is not None else None
-    inputs = compute_inputs(
-        model, strategy, X_cand, data.X_labeled, mc_samples=acq_params.mc_samples, seed=seeds["score"], probs_N_C=probs
+        acq = get_strategy("random").select(AcquisitionInputs(n=len(cand)), acq_params.initial_size, gen)
+        return _selection_dict("random (cold start)", cand[acq.indices.numpy()], acq.scores.numpy(), None, len(cand))
+    strategy = get_strategy(acq_params.strategy, acq_params)
+    cand = pipeline.scored_candidates(params, data)
+    with scoring_progress(f"scoring {len(cand):,} candidates") as progress:
+        sel = select_batch(
+            model,
+            strategy,
+            data.X_pool,
+            cand,
+            data.labeled_idx,
+            acq_params.batch_size,
+            torch.Generator().manual_seed(seeds["select"]),
+            params.scoring,
+            mc_samples=acq_params.mc_samples,
+            seed=seeds["score"],
+            mapper=mapper or local_mapper(model, data.X_pool, progress),
+        )
+    out = _selection_dict(sel.strategy, sel.pool_idx, sel.scores, sel.probs, sel.n_candidates)
+    out.update(
+        seconds_score=sel.seconds_score,
+        seconds_select=sel.seconds_select,
+        candidate_set=sel.candidate_set,
+        candidate_size=sel.candidate_size,
+        n_shards=sel.n_shards,
     )
-    t1 = time.perf_counter()
-    if model is None and cold_start_labels is not None:
-        picked = torch.as_tensor(pipeline.balanced_cold_start(cold_start_labels, k, acq_params.initial_seed))
-        acq = Acquisition(indices=picked, scores=torch.zeros(len(picked)))
-    else:
-        acq = strategy.select(inputs, k, gen)
-    t2 = time.perf_counter()
-    chosen = acq.indices.cpu().numpy()
-    sel_probs = probs[acq.indices.cpu()].cpu().numpy() if probs is not None else None
+    return out
+
+
+def _selection_dict(
+    strategy: str, pool_idx: np.ndarray, scores: np.ndarray, probs: np.ndarray | None, n_candidates: int
+) -> dict[str, Any]:
     return {
-        "strategy": strategy.name if model is not None else cold_start_name,
-        "pool_idx": cand[chosen],
-        "scores": acq.scores.cpu().numpy(),
-        "probs": sel_probs,
-        "n_candidates": len(cand),
-        "seconds_score": t1 - t0,
-        "seconds_select": t2 - t1,
+        "strategy": strategy,
+        "pool_idx": np.asarray(pool_idx, dtype=np.int64),
+        "scores": np.asarray(scores, dtype=np.float32),
+        "probs": probs,
+        "n_candidates": n_candidates,
+        "seconds_score": 0.0,
+        "seconds_select": 0.0,
+        "candidate_set": "none",
+        "candidate_size": 0,
+        "n_shards": 0,
     }
 
 

@@ -130,15 +130,19 @@ def mean_std_scores(log_probs_N_K_C: torch.Tensor, chunk_size: int = DEFAULT_CHU
 
 class _MCStrategy(Strategy):
     needs = frozenset({MC_LOG_PROBS})
+    is_top_k = True
 
     @staticmethod
     def score(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def select(self, inputs: AcquisitionInputs, k: int, generator: torch.Generator) -> Acquisition:
+    def topk_scores(self, inputs: AcquisitionInputs) -> torch.Tensor:
         log_probs_N_K_C = inputs.require("log_probs_N_K_C")
         check_log_probs(log_probs_N_K_C, inputs.n)
-        return top_k(self.score(log_probs_N_K_C), k)
+        return self.score(log_probs_N_K_C)
+
+    def select(self, inputs: AcquisitionInputs, k: int, generator: torch.Generator) -> Acquisition:
+        return top_k(self.topk_scores(inputs), k)
 
 
 @register

@@ -97,6 +97,9 @@ class Strategy(abc.ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     #: True when :meth:`pseudo_labels` may return samples (CEAL): training then needs the candidates
     pseudo_labelling: ClassVar[bool] = False
+    #: True when the batch is the top k of a per-sample score (:meth:`topk_scores`): such a strategy
+    #: is scored shard by shard and picks exactly what it picks on the whole pool at once
+    is_top_k: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: AcquisitionParams | None = None) -> Strategy:
@@ -106,6 +109,11 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def select(self, inputs: AcquisitionInputs, k: int, generator: torch.Generator) -> Acquisition:
         """Pick ``min(k, inputs.n)`` unique pool indices, best first."""
+
+    def topk_scores(self, inputs: AcquisitionInputs) -> torch.Tensor | None:
+        """The per-sample score [N] whose top k :meth:`select` returns; None for a strategy that picks
+        jointly (BADGE, core-set, BatchBALD), which needs its whole candidate set at once."""
+        return None
 
     def pseudo_labels(self, probs_N_C: torch.Tensor, round_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Semi-supervised hook (CEAL): ``(pool indices, labels)`` to train on besides the labeled set.

@@ -72,6 +72,7 @@ class CealStrategy(Strategy):
         self.decay = decay
         self.name = f"ceal+{base.name}"  # type: ignore[misc]  # per instance: the wrapped name
         self.needs = frozenset(base.needs | {PROBS})  # type: ignore[misc]
+        self.is_top_k = base.is_top_k  # type: ignore[misc]
 
     @classmethod
     def wrap(cls, base: Strategy, params: AcquisitionParams | None = None) -> CealStrategy:
@@ -81,6 +82,9 @@ class CealStrategy(Strategy):
 
     def select(self, inputs: AcquisitionInputs, k: int, generator: torch.Generator) -> Acquisition:
         return self.base.select(inputs, k, generator)
+
+    def topk_scores(self, inputs: AcquisitionInputs) -> torch.Tensor | None:
+        return self.base.topk_scores(inputs)
 
     def pseudo_labels(self, probs_N_C: torch.Tensor, round_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pool indices, predicted labels)`` with entropy < δ_t; see :func:`ceal_pseudo_labels`.

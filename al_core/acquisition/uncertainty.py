@@ -59,13 +59,17 @@ class RandomStrategy(Strategy):
 
 class _ProbsStrategy(Strategy):
     needs = frozenset({PROBS})
+    is_top_k = True
 
     @staticmethod
     def score(probs_N_C: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def topk_scores(self, inputs: AcquisitionInputs) -> torch.Tensor:
+        return self.score(inputs.require("probs_N_C"))
+
     def select(self, inputs: AcquisitionInputs, k: int, generator: torch.Generator) -> Acquisition:
-        return top_k(self.score(inputs.require("probs_N_C")), k)
+        return top_k(self.topk_scores(inputs), k)
 
 
 @register

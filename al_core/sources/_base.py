@@ -31,6 +31,16 @@ class SourceParams(Section):
     )
 
 
+@dataclass(frozen=True)
+class PreparedFiles:
+    """Where the prepare stage writes a workspace's pool, test and validation tables and the ground truth."""
+
+    pool: Path
+    test: Path
+    val: Path
+    truth: Path
+
+
 #: decode(uris [N], digests [N], spec) -> X [N, F] float32: how a uri pool's rows become features
 Decoder = Callable[[np.ndarray, np.ndarray, dict[str, Any]], np.ndarray]
 
@@ -53,6 +63,9 @@ class DataSource:
     data_help: str = ""
     decode: Decoder | None = None
     extra_deps: Callable[[Any], list[str]] = field(default=lambda p: [])
+    #: prepare_stream(params, files) -> meta, or None when this input must be loaded whole: writes
+    #: the prepared files from the input read in shards (a table of millions of rows)
+    prepare_stream: Callable[[Any, PreparedFiles], dict[str, Any] | None] | None = None
 
     def arch_for(self, p: SourceParams, input_shape: tuple[int, ...] | None = None) -> str:
         """``model.arch: auto``: cnn1d for a declared [C, L] shape, cnn2d for [C, H, W], else the default."""

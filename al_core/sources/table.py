@@ -10,15 +10,20 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from al_core.data import Dataset, check_sample_ids, read_table, split_holdout
+from al_core.data import Dataset, check_sample_ids, features_table, read_table, split_holdout, write_features
 from al_core.errors import DatasetError
+from al_core.pool import ROW_GROUP_ROWS, open_dataset
 from al_core.sources import SOURCES, DataSource, SourceParams
+from al_core.sources._base import PreparedFiles
 
 _STEP_RE = re.compile(r"^(.*?)[_\-.:\[]?(\d+)\]?$")
 
@@ -116,6 +121,179 @@ def load(p: TableParams) -> Dataset:
     return Dataset(*pool, *test, classes, shape).checked(str(path))
 
 
+# ---------------------------------------------------------------------- streamed prepare (big tables)
+def _is_parquet(path: str) -> bool:
+    """A Parquet file or folder of files, local or s3://: read in batches, never whole in memory."""
+    if "://" in path:
+        return True
+    local = Path(path).expanduser()
+    return local.is_dir() or local.suffix.lower() in (".parquet", ".pq")
+
+
+def prepare_stream(p: TableParams, out: PreparedFiles) -> dict[str, Any] | None:
+    """Write the pool, test and validation tables and the ground truth from a Parquet table read in
+    row-group batches (pyarrow datasets, local or ``s3://``): what stays in memory for the whole
+    table is O(N) scalars (ids, labels, the split), never its features. The same files, row for
+    row, as :func:`load` + :func:`~al_core.data.write_prepared`. None for a CSV (loaded whole)."""
+    if not _is_parquet(str(p.path or "")):
+        return None
+    data = open_dataset(str(p.path))
+    where = str(p.path)
+    names = data.schema.names
+    if p.id_column not in names:
+        raise DatasetError(f"{where}: no '{p.id_column}' column; add stable sample ids or set dataset.id_column")
+    if p.label_column not in names:
+        raise DatasetError(
+            f"{where}: no '{p.label_column}' column. alp needs ground truth for a simulated campaign and a labeled "
+            "test set; add the label column (or set dataset.label_column)"
+        )
+    features = p.feature_columns or [
+        f.name
+        for f in data.schema
+        if f.name not in (p.id_column, p.label_column) and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+    ]
+    missing = [c for c in features if c not in names]
+    if missing:
+        raise DatasetError(f"{where}: dataset.feature_columns names missing columns {missing}")
+    if not features:
+        raise DatasetError(f"{where}: no numeric feature columns found; set dataset.feature_columns")
+    shape = tuple(p.shape) if p.shape else (len(features),)
+    check_channel_major(features, shape, where)
+    labels = pc.unique(data.to_table(columns=[p.label_column]).column(p.label_column).cast(pa.string()))
+    classes = sorted(v for v in labels.to_pylist() if v is not None)
+    if len(classes) < 2:
+        raise DatasetError(f"{where}: column '{p.label_column}' has {len(classes)} class(es); need at least 2")
+    n = data.count_rows()
+    if p.test_path:
+        test_frame = (
+            open_dataset(p.test_path).to_table().to_pandas()
+            if _is_parquet(p.test_path)
+            else read_table(Path(p.test_path).expanduser())
+        )
+        is_test = np.zeros(n, dtype=bool)
+    else:
+        is_test = np.zeros(n, dtype=bool)
+        is_test[split_holdout(n, p.test_fraction, p.seed)[1]] = True
+    n_pool = n - int(is_test.sum())
+    is_val = np.zeros(n_pool, dtype=bool)
+    if p.val_size:
+        if p.val_size >= n_pool:
+            raise DatasetError(f"dataset.val_size = {p.val_size} leaves no pool ({n_pool} samples); lower it")
+        is_val[np.random.default_rng([p.seed, 1024]).choice(n_pool, size=p.val_size, replace=False)] = True
+    class_set = pa.array(classes, type=pa.string())
+    pool_writer = _RowGroupWriter(out.pool, len(features))
+    keep: dict[str, list] = {"pool_ids": [], "pool_y": [], "test": [], "val": []}
+    row = pool_row = 0
+    for batch in data.to_batches(columns=[p.id_column, *features, p.label_column], batch_size=ROW_GROUP_ROWS):
+        if batch.num_rows == 0:
+            continue
+        ids = batch.column(p.id_column).cast(pa.string())
+        bad = pc.invert(pc.match_substring_regex(ids, r"^[A-Za-z0-9._-]+$")).to_numpy(zero_copy_only=False)
+        if bad.any():
+            eg = ids.filter(bad)[:3].to_pylist()
+            raise DatasetError(f"{where}: sample ids must match [A-Za-z0-9._-]+, e.g. {eg} do not")
+        X = np.stack([batch.column(c).to_numpy(zero_copy_only=False) for c in features], axis=1).astype(np.float32)
+        if not np.isfinite(X).all():
+            raise DatasetError(f"{where}: feature columns hold NaN or infinite values; clean or impute them first")
+        y = pc.index_in(batch.column(p.label_column).cast(pa.string()), value_set=class_set).to_numpy(
+            zero_copy_only=False
+        )
+        test_rows = is_test[row : row + batch.num_rows]
+        row += batch.num_rows
+        if test_rows.any():
+            keep["test"].append((ids.filter(test_rows), X[test_rows], y[test_rows]))
+        ids, X, y = ids.filter(~test_rows), X[~test_rows], y[~test_rows]
+        val_rows = is_val[pool_row : pool_row + len(y)]
+        pool_row += len(y)
+        if val_rows.any():
+            keep["val"].append((ids.filter(val_rows), X[val_rows], y[val_rows]))
+        ids, X, y = ids.filter(~val_rows), X[~val_rows], y[~val_rows]
+        pool_writer.write(features_table(ids.to_numpy(zero_copy_only=False), X))
+        keep["pool_ids"].append(ids)
+        keep["pool_y"].append(y.astype(np.int64))
+    pool_writer.close()
+    test = _concat(keep["test"], len(features)) if not p.test_path else _split_frame(p, test_frame, features, classes)
+    val = _concat(keep["val"], len(features))
+    write_features(out.test, *test)
+    write_features(out.val, *val)
+    pool_ids = pa.chunked_array(keep["pool_ids"], type=pa.string())
+    all_ids = pa.chunked_array([*pool_ids.chunks, pa.array(test[0], pa.string()), pa.array(val[0], pa.string())])
+    if pc.count_distinct(all_ids).as_py() != len(all_ids):
+        counts = pc.value_counts(all_ids)
+        dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))[:3].to_pylist()
+        raise DatasetError(f"{where}: sample ids must be unique across pool and test; duplicated: {dup}")
+    out.truth.parent.mkdir(parents=True, exist_ok=True)
+    truth = pa.table({"sample_id": pool_ids, "label": pa.array(np.concatenate(keep["pool_y"] or [np.zeros(0)]))})
+    pq.write_table(truth.cast(pa.schema([("sample_id", pa.string()), ("label", pa.int64())])), out.truth)
+    return {
+        "dataset": p.name,
+        "classes": classes,
+        "input_shape": list(shape),
+        "n_pool": len(pool_ids),
+        "n_test": len(test[0]),
+        "n_val": len(val[0]),
+    }
+
+
+def _concat(parts: list, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, dtype=str), np.zeros((0, width), np.float32), np.zeros(0, np.int64)
+    ids = np.concatenate([i.to_numpy(zero_copy_only=False).astype(str) for i, _, _ in parts])
+    return ids, np.concatenate([x for _, x, _ in parts]), np.concatenate([y for _, _, y in parts]).astype(np.int64)
+
+
+def _split_frame(
+    p: TableParams, frame: pd.DataFrame, features: list[str], classes: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labeled test table's (ids, X, y), checked as :func:`load` checks it."""
+    where = str(p.test_path)
+    missing = [c for c in (p.id_column, p.label_column, *features) if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{where}: columns {missing[:5]} of the pool table are missing")
+    ids = check_sample_ids(frame[p.id_column].astype(str).to_numpy(), where)
+    X = frame[features].to_numpy(dtype=np.float32)
+    if not np.isfinite(X).all():
+        raise DatasetError(f"{where}: feature columns hold NaN or infinite values; clean or impute them first")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(frame[p.label_column].astype(str)) - set(index))
+    if unknown:
+        raise DatasetError(f"{where}: labels {unknown[:5]} do not occur in the training table's classes")
+    return ids, X, frame[p.label_column].astype(str).map(index).to_numpy(dtype=np.int64)
+
+
+class _RowGroupWriter:
+    """Tables appended to one Parquet file in row groups of ``ROW_GROUP_ROWS`` rows."""
+
+    def __init__(self, path: Path, width: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.width = path, width
+        self.writer: pq.ParquetWriter | None = None
+        self.buffer: list[pa.Table] = []
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.buffer.append(table)
+        self.rows += table.num_rows
+        while self.rows >= ROW_GROUP_ROWS:
+            self._flush(ROW_GROUP_ROWS)
+
+    def _flush(self, rows: int) -> None:
+        whole = pa.concat_tables(self.buffer)
+        head, rest = whole.slice(0, rows), whole.slice(rows)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, head.schema)
+        self.writer.write_table(head, row_group_size=ROW_GROUP_ROWS)
+        self.buffer, self.rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> None:
+        if self.rows or self.writer is None:
+            if not self.buffer:  # an empty pool: the schema of features_table still
+                self.buffer = [features_table(np.zeros(0, dtype=str), np.zeros((0, self.width), np.float32))]
+            self._flush(self.rows)
+        assert self.writer is not None
+        self.writer.close()
+
+
 SOURCES.register(
     "table",
     DataSource(
@@ -126,5 +304,6 @@ SOURCES.register(
         summary="your Parquet/CSV table (`dataset.shape: [C, L]` for multichannel series)",
         path_keys=("path", "test_path"),
         data_help="the pool table, then optionally a labeled test table",
+        prepare_stream=prepare_stream,
     ),
 )

@@ -1,0 +1,223 @@
+"""The pool read in shards: what a round keeps of a pool of millions is O(N) scalars, never its features.
+
+:class:`ParquetPool` is the workspace's ``data/pool.parquet`` seen as a read-only, indexable array of
+feature rows: ``pool[idx]`` (an index array or a slice) reads only the Parquet row groups holding
+those rows, and :meth:`ParquetPool.shards` hands the pool out as ``(start, stop)`` row ranges, one or
+more row groups each, that a scorer reads one at a time (in this process or on Dask workers).
+:class:`ArrayPool` gives the same interface to rows already in memory (a uri pool's decode cache,
+tests). Ids stay a compact Arrow string array (:class:`PoolIds`), looked up without a Python loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from al_core.errors import DatasetError
+
+#: rows per Parquet row group of a pool written by alp (the default shard)
+ROW_GROUP_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``start:stop`` of the pool, and which of them the round asks for (``rows``, pool indices)."""
+
+    index: int
+    start: int
+    stop: int
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+class PoolIds:
+    """The pool's sample ids [N] as one Arrow string array (≈ bytes of the ids + 4 per row, no
+    Python objects); ``ids[idx]`` gives a numpy str array, :meth:`positions` finds ids by value."""
+
+    def __init__(self, ids: pa.Array | pa.ChunkedArray | np.ndarray):
+        if isinstance(ids, np.ndarray):
+            ids = pa.array(ids.astype(str))
+        self.array = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, idx: np.ndarray | slice) -> np.ndarray:
+        part = self.array[idx] if isinstance(idx, slice) else self.array.take(pa.array(np.asarray(idx, np.int64)))
+        return part.to_numpy(zero_copy_only=False).astype(str)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.array.to_pylist())
+
+    def positions(self, ids: np.ndarray | list[str]) -> np.ndarray:
+        """Pool index of each of ``ids`` (-1 where it is not in the pool), without a per-id loop."""
+        wanted = pa.array(np.asarray(ids, dtype=object).astype(str), type=pa.string())
+        hit = pc.index_in(self.array, value_set=wanted)  # per pool row: its position in `wanted`
+        rows = np.flatnonzero(hit.is_valid().to_numpy(zero_copy_only=False))
+        out = np.full(len(wanted), -1, dtype=np.int64)
+        out[hit.take(pa.array(rows)).to_numpy()] = rows
+        return out
+
+    def isin(self, ids: set[str] | list[str]) -> np.ndarray:
+        """Bool mask [N]: which pool rows have one of ``ids``."""
+        if not ids:
+            return np.zeros(len(self), dtype=bool)
+        value_set = pa.array(sorted(ids), type=pa.string())
+        return pc.is_in(self.array, value_set=value_set).to_numpy(zero_copy_only=False)
+
+
+class ArrayPool:
+    """Rows already in memory (or memory-mapped), behind the :class:`ParquetPool` interface."""
+
+    def __init__(self, X: np.ndarray, shard_rows: int = ROW_GROUP_ROWS):
+        self.X = X
+        self.shard_rows = shard_rows
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.X.shape[1:]))
+
+    def __getitem__(self, idx: np.ndarray | slice) -> np.ndarray:
+        return np.asarray(self.X[idx], dtype=np.float32)
+
+    def bounds(self, shard_rows: int | None = None) -> list[tuple[int, int]]:
+        size = shard_rows or self.shard_rows
+        return [(s, min(s + size, len(self))) for s in range(0, len(self), size)]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.X[start:stop], dtype=np.float32)
+
+    def shards(self, rows: np.ndarray, shard_rows: int | None = None) -> list[Shard]:
+        return _shards(self.bounds(shard_rows), rows)
+
+
+class ParquetPool:
+    """A pool table written by :func:`al_core.data.write_features` (``features``: fixed-size float32
+    lists), read row group by row group. Nothing is read at construction but the footer."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DatasetError(f"{self.path} is missing: run `alp init` (or `dvc pull`) in the workspace")
+        meta = pq.read_metadata(self.path)
+        schema = meta.schema.to_arrow_schema()
+        if "features" not in schema.names:
+            raise DatasetError(f"{self.path} has no features column (a uri pool is read through its decode cache)")
+        self.width = int(schema.field("features").type.list_size)
+        self.n = meta.num_rows
+        self.group_rows = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], np.int64)
+        self.group_start = np.concatenate([[0], np.cumsum(self.group_rows)])
+        st = self.path.stat()
+        #: identifies this file's content for result caches (path, size, mtime)
+        self.fingerprint = f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def bounds(self, shard_rows: int | None = None) -> list[tuple[int, int]]:
+        """Row ranges of one or more whole row groups, each up to ``shard_rows`` rows (at least one group)."""
+        size = shard_rows or ROW_GROUP_ROWS
+        out, start = [], 0
+        for g in range(len(self.group_rows)):
+            stop = int(self.group_start[g + 1])
+            if stop - start >= size or g == len(self.group_rows) - 1:
+                out.append((start, stop))
+                start = stop
+        return [b for b in out if b[1] > b[0]]
+
+    def shards(self, rows: np.ndarray, shard_rows: int | None = None) -> list[Shard]:
+        """The shards holding any of ``rows`` (sorted pool indices), each with its rows."""
+        return _shards(self.bounds(shard_rows), rows)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` [n, F] float32 (whole row groups read, then sliced)."""
+        g0 = int(np.searchsorted(self.group_start, start, side="right") - 1)
+        g1 = int(np.searchsorted(self.group_start, stop, side="left"))
+        t = _parquet(str(self.path)).read_row_groups(list(range(g0, g1)), columns=["features"])
+        X = _flat(t.column("features"), self.width)
+        off = int(self.group_start[g0])
+        return X[start - off : stop - off]
+
+    def __getitem__(self, idx: np.ndarray | slice) -> np.ndarray:
+        """Rows ``idx`` [len(idx), F] in the order given, reading only the row groups that hold them."""
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(self.n)
+            return self.read(start, max(start, stop))[::step] if step > 0 else self[np.arange(start, stop, step)]
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        out = np.empty((len(idx), self.width), dtype=np.float32)
+        if len(idx) == 0:
+            return out
+        if idx.min() < 0 or idx.max() >= self.n:
+            raise IndexError(f"pool rows {idx.min()}..{idx.max()} out of range for a pool of {self.n}")
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        groups = np.searchsorted(self.group_start, sorted_idx, side="right") - 1
+        for g in np.unique(groups):
+            sel = np.flatnonzero(groups == g)
+            t = _parquet(str(self.path)).read_row_group(int(g), columns=["features"])
+            X = _flat(t.column("features"), self.width)
+            out[order[sel]] = X[sorted_idx[sel] - self.group_start[g]]
+        return out
+
+
+def _shards(bounds: list[tuple[int, int]], rows: np.ndarray) -> list[Shard]:
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.array([b[0] for b in bounds], dtype=np.int64)
+    cut = np.searchsorted(rows, np.append(starts, np.iinfo(np.int64).max))
+    out = []
+    for i, (start, stop) in enumerate(bounds):
+        part = rows[cut[i] : cut[i + 1]]
+        if len(part):
+            out.append(Shard(len(out), start, stop, part))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _parquet(path: str) -> pq.ParquetFile:
+    return pq.ParquetFile(path)
+
+
+def _flat(col: pa.ChunkedArray, width: int) -> np.ndarray:
+    flat = col.combine_chunks().flatten() if col.num_chunks != 1 else col.chunk(0).flatten()
+    return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, width)
+
+
+def open_pool(path: Path, shard_rows: int = ROW_GROUP_ROWS) -> ParquetPool | ArrayPool:
+    """The workspace's pool as shards: its Parquet row groups, or (a uri pool) its decoded rows."""
+    if "features" in pq.read_schema(path).names:
+        return ParquetPool(path)
+    from al_core.data import read_features
+
+    return ArrayPool(read_features(path)[1], shard_rows)
+
+
+def read_pool_ids(path: Path) -> PoolIds:
+    """The pool's ``sample_id`` column alone, as :class:`PoolIds`."""
+    return PoolIds(pq.read_table(path, columns=["sample_id"]).column("sample_id"))
+
+
+# ---------------------------------------------------------------------- input tables (local or s3://)
+def open_dataset(uri: str):  # -> pyarrow.dataset.Dataset
+    """A Parquet file or folder of files, local or ``scheme://…`` (the filesystem the I/O layer
+    registered for the scheme: tasks/s3.py for ``s3://``), as a pyarrow dataset read in batches."""
+    import pyarrow.dataset as pads
+
+    from al_core.uris import filesystem_for
+
+    fs, where = filesystem_for(uri)
+    try:
+        return pads.dataset(where, format="parquet", filesystem=fs)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DatasetError(f"{uri}: not readable as Parquet ({exc}); give a .parquet file or a folder of them") from exc
