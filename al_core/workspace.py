@@ -156,9 +156,8 @@ class Workspace:
 
     @property
     def queue_dir(self) -> Path:
-        """The local queue folder (with an S3-backed queue: the local copy, ``queue/``)."""
-        queue = self.params.queue
-        return self.root / (queue.path if queue.backend == "folder" else "queue")
+        """The local queue folder (with a remote queue: its local copy, ``queue/``)."""
+        return self.root / self.params.queue.local_path
 
     @property
     def name(self) -> str:

@@ -34,7 +34,7 @@ def apply_overrides(ws: Workspace, **dotted: Any) -> None:
 
 def _annotate(ws: Workspace, r: int) -> None:
     labels = steps.simulate_annotator(str(ws.root), r)
-    ingest_flow(str(ws.root), [labels], source="oracle")
+    ingest_flow(str(ws.root), labels, source="oracle")
 
 
 def _one_round(ws: Workspace) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The inbox flow: ingest every new label file in the queue's inbox, then announce a ready batch.
 
-The inbox is ``queue/inbox/`` in the workspace, or ``s3://bucket/prefix/inbox/`` with the S3 queue
-(downloaded into ``queue/inbox/`` first). Annotators (or ``alp webhook``) drop finished files there;
-write them under a temporary name starting with ``.`` and rename them, so a half-written file is never read.
+The inbox is ``queue/inbox/`` in the workspace; the queue backend fills it first with what was returned
+to it (the S3 backend downloads ``s3://bucket/prefix/inbox/``, the label-studio backend takes the
+annotations of its project's export that did not come by webhook). Annotators (or ``alp webhook``)
+drop finished files there; write them under a temporary name starting with ``.`` and rename them, so
+a half-written file is never read.
 A file ingested before is skipped (ledger of digests). A file that is refused (malformed, or labels
 that fail validation) is moved to ``queue/inbox/rejected/`` with a ``NAME.reason.txt`` beside it, so it
 never blocks the inbox and the files after it are still ingested; fix it and drop it in again. Its
@@ -23,20 +25,19 @@ from al_core.errors import ALError
 from al_core.labels import file_digest
 from al_core.workspace import Workspace, atomic_write_text
 from flows.ingest import finish_ingests
-from tasks import events, queue, s3, steps
+from tasks import events, queues, steps
 
 
-def inbox_files(ws: Workspace) -> list[Path]:
-    """Label files waiting in the local inbox (S3 inbox: downloaded first), oldest first."""
-    if ws.params.queue.backend == "s3":
-        url = s3.join(queue.queue_url(ws), "inbox") + "/"
-        if s3.list_urls(url.rstrip("/")):
-            steps.fetch_label_files(str(ws.root), [url])
+def inbox_files(ws: Workspace, fetch: bool = True) -> list[Path]:
+    """Label files waiting in the local inbox, oldest first; with ``fetch``, the queue backend brings in
+    what was returned to it first (an S3 inbox downloaded, Label Studio's export polled)."""
+    if fetch:
+        steps.fetch_returned(str(ws.root))
     inbox = ws.queue_dir / "inbox"
     if not inbox.is_dir():
         return []
     found = [p for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return sorted((p for p in found if p.suffix.lower() in queue.LABEL_SUFFIXES), key=lambda p: p.stat().st_mtime)
+    return sorted((p for p in found if p.suffix.lower() in queues.LABEL_SUFFIXES), key=lambda p: p.stat().st_mtime)
 
 
 def reject(ws: Workspace, path: Path, reason: str) -> Path:
@@ -54,8 +55,9 @@ def reject(ws: Workspace, path: Path, reason: str) -> Path:
 
 
 @flow(name="alp-inbox", log_prints=True)
-def inbox_flow(workspace: str) -> dict[str, Any]:
-    """Ingest the inbox's new files; emit ``alp.batch.ready`` once the newest batch is ready."""
+def inbox_flow(workspace: str, fetch: bool = True) -> dict[str, Any]:
+    """Ingest the inbox's new files (``fetch``: first those returned to the queue backend since the last
+    poll); emit ``alp.batch.ready`` once the newest batch is ready."""
     logger = get_run_logger()
     ws = Workspace(workspace).require()
     with ws.writer("inbox poll"):
@@ -63,7 +65,7 @@ def inbox_flow(workspace: str) -> dict[str, Any]:
         failed: dict[str, str] = dict(events.runtime_state(ws).get("inbox_failed", {}))
         added: dict[str, int] = {}
         reasons: dict[str, str] = {}
-        for path in inbox_files(ws):
+        for path in inbox_files(ws, fetch):
             digest = file_digest(path.read_bytes())
             if digest in done:
                 continue

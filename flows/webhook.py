@@ -5,9 +5,12 @@ header ``Authorization: Token <secret>`` (or ``X-Alp-Secret: <secret>``), action
 ANNOTATION_CREATED / ANNOTATION_UPDATED (and ANNOTATIONS_CREATED for bulk), "send payload" on.
 
 Each call is checked cheaply (secret, framing, payload types, sample ids and classes against the
-workspace) and, if good, recorded durably as a Label Studio JSON export in the queue's inbox
-(``queue/inbox/ls-webhook-<annotation>-<digest>.json``: the name is a slug and a hash, never a path
-taken from the payload). A worker thread then runs the inbox flow, which ingests every new inbox file
+workspace) and, if good, recorded durably as a Label Studio JSON export in the queue's inbox, one file
+per annotation version (``queue/inbox/ls-<annotation id>-<version>.json``: a slug and a hash, never a
+path taken from the payload; the same name the label-studio backend's export poller gives it, so an
+annotation is taken once whichever way it comes). Skipped or cancelled annotations, and (with the
+label-studio backend) calls from a project that is not the campaign's, are answered 200 "ignored"
+and logged, nothing spooled. A worker thread then runs the inbox flow, which ingests every new inbox file
 under the workspace's writer lock, versions them in one commit and announces ``alp.batch.ready`` when
 the newest batch is labeled. The answer waits for that ingest up to ``reply_within_s`` (below Label
 Studio's 1 s timeout): 200 with what was added, or 202 "accepted" if it takes longer (the labels are
@@ -21,7 +24,6 @@ Binds 127.0.0.1 unless told otherwise; one log line per request.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -38,7 +40,7 @@ import typer
 from al_core.errors import ALError, LabelValidationError
 from al_core.labels import parse_label_file, validate_labels
 from al_core.workspace import Workspace, atomic_write_text
-from tasks.events import slug
+from tasks.queues.label_studio import LabelStudioQueue, spool_name
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _skipped(ann: dict[str, Any]) -> bool:
+    return bool(ann.get("was_cancelled")) or not ann.get("result")
 
 
 def export_records(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -97,12 +103,6 @@ def export_records(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def spool_name(records: list[dict[str, Any]], body: bytes) -> str:
-    """The inbox file name of a webhook call: ``ls-webhook-<slug of the annotation id>-<body digest>.json``."""
-    ann_id = str(records[0]["annotations"][0].get("id", "x"))
-    return f"ls-webhook-{slug(ann_id)[:40]}-{hashlib.sha256(body).hexdigest()[:16]}.json"
-
-
 class WebhookReceiver:
     """Turns authorised Label Studio webhook calls into inbox files, ingested by a worker thread."""
 
@@ -136,18 +136,43 @@ class WebhookReceiver:
             records = export_records(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             return HTTPStatus.BAD_REQUEST, {"error": f"not a Label Studio webhook payload: {exc}"}
+        foreign = self._foreign_project(payload)
+        if foreign:
+            return HTTPStatus.OK, {"ignored": foreign}
+        records = [r for r in records if not all(_skipped(a) for a in r["annotations"])]
+        if not records:
+            return HTTPStatus.OK, {"ignored": "a skipped or cancelled annotation: nothing to label"}
         try:
             self._check(records)
         except LabelValidationError as exc:
             return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
-        name = spool_name(records, body)
-        atomic_write_text(self.ws.queue_dir / "inbox" / name, json.dumps(records, indent=1) + "\n")
-        outcome = self._wait_for(name)
-        if outcome is None:
-            return HTTPStatus.ACCEPTED, {"action": action, "accepted": name}
-        if outcome.get("refused"):
-            return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": outcome["refused"]}
-        return HTTPStatus.OK, {"action": action, "added": outcome.get("added", 0), "file": name}
+        names = []
+        for rec in records:  # one file per annotation version, named as the export poller names it
+            names.append(spool_name(rec["annotations"][0]))
+            atomic_write_text(self.ws.queue_dir / "inbox" / names[-1], json.dumps([rec], indent=1) + "\n")
+        outcomes = self._wait_for(names)
+        if outcomes is None:
+            return HTTPStatus.ACCEPTED, {"action": action, "accepted": ", ".join(names)}
+        refused = [o["refused"] for o in outcomes if o.get("refused")]
+        if refused:
+            return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": "; ".join(refused)}
+        added = sum(o.get("added", 0) for o in outcomes)
+        return HTTPStatus.OK, {"action": action, "added": added, "file": ", ".join(names)}
+
+    def _foreign_project(self, payload: dict[str, Any]) -> str | None:
+        """With the label-studio backend: why a call from another project than the campaign's is ignored
+        (its tasks are another campaign's, even where the sample ids look alike)."""
+        if self.ws.params.queue.backend != LabelStudioQueue.name:
+            return None
+        ours = LabelStudioQueue(self.ws).state().get("project")
+        project = payload.get("project")
+        theirs = project.get("id") if isinstance(project, dict) else project
+        task = payload.get("task")
+        if theirs is None and isinstance(task, dict):
+            theirs = task.get("project")
+        if ours is None or theirs is None or str(theirs) == str(ours):
+            return None
+        return f"project {theirs} is not this workspace's Label Studio project ({ours})"
 
     def _check(self, records: list[dict[str, Any]]) -> None:
         """The cheap part of ingest validation: ids, queued, classes, agreement (raises LabelValidationError)."""
@@ -175,17 +200,18 @@ class WebhookReceiver:
         return self._queued_ids
 
     # -------------------------------------------------------------------- worker
-    def _wait_for(self, name: str) -> dict[str, Any] | None:
+    def _wait_for(self, names: list[str]) -> list[dict[str, Any]] | None:
+        """What the ingest of each of ``names`` did, or None when it takes over ``reply_within_s``."""
         deadline = time.monotonic() + self.reply_within_s
         with self._cv:
             self._pending = True
             self._cv.notify_all()
-            while name not in self._outcome:
+            while not all(n in self._outcome for n in names):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._cv.wait(left)
-            return self._outcome.pop(name)
+            return [self._outcome.pop(n) for n in names]
 
     def _work(self) -> None:
         from flows.inbox import inbox_flow
@@ -198,7 +224,7 @@ class WebhookReceiver:
                     return
                 self._pending = False
             try:
-                out = inbox_flow(str(self.ws.root))
+                out = inbox_flow(str(self.ws.root), fetch=False)  # the spooled calls; polling is serve's job
             except ALError as exc:
                 log.error("webhook ingest failed (the files stay in the inbox; the next call retries): %s", exc)
                 continue

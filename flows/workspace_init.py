@@ -13,7 +13,7 @@ from al_core.config import parse_params
 from al_core.errors import WorkspaceError
 from al_core.workspace import Workspace, atomic_write_text
 from flows.byo import absolute_paths, check_model, dataset_section, render_stages
-from tasks import s3, versioning  # noqa: F401  (s3: the reader of s3:// sample uris)
+from tasks import queues, s3, versioning  # noqa: F401  (s3: the reader of s3:// sample uris)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: the repository's params.yaml and dvc.yaml: symlinks in a checkout, copies in an installed wheel
@@ -47,7 +47,7 @@ def render_params(overrides: dict[str, Any]) -> str:
     buf = io.StringIO()
     y.dump(doc, buf)
     text = buf.getvalue()
-    parse_params(YAML(typ="safe").load(text), "params.yaml (from alp init)")
+    queues.check(parse_params(YAML(typ="safe").load(text), "params.yaml (from alp init)").queue)
     return text
 
 

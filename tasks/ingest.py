@@ -73,7 +73,7 @@ def _ingest_locked(ws: Workspace, path: Path, partial: bool, source: str) -> Ing
         labeled_at=dict(zip(labeled["sample_id"], labeled["labeled_at"], strict=True)),
     )
     new["source"] = source
-    new["annotator"] = label_studio.resolve_annotators(new["annotator"].tolist())
+    new["annotator"] = label_studio.resolve_annotators(new["annotator"].tolist(), ws.params.queue.label_studio.url)
     result.rejected = problems
     if problems:
         rejects = path.with_name(path.name + ".rejects.txt")

@@ -12,11 +12,10 @@ signal; flat feature rows (tables) as a ``<Table>`` of name: value. Each task ca
 top class as a prediction (``score`` = its probability) and the acquisition score, its name and the
 rank as data columns, so Label Studio's data manager shows and sorts by them.
 
-S3 backend (``queue.backend: s3``, ``queue.path: s3://bucket/prefix``): the same files go to
-``s3://bucket/prefix/round-NNN/`` first, then to the workspace's ``queue/`` folder (the local copy the
-round flow reads); an export interrupted by an S3 failure leaves no local ``batch.jsonl``, so the round
-is run again, not skipped. Returned labels are read from S3 URLs (``s3://bucket/prefix/inbox/`` by
-convention), downloaded into ``queue/inbox/`` and ingested like local files.
+Where the batch goes and returned labels come from is the queue backend's business (``queue.backend``,
+tasks/queues/: folder, s3, label-studio): the export writes the backend's copy first, then the
+workspace's local copy, so an export interrupted by a backend failure leaves no local ``batch.jsonl``
+and the round is run again, not skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +35,9 @@ import pandas as pd
 from al_core.data import read_table, read_uris
 from al_core.errors import ALError, WorkspaceError
 from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_text, round_name
-from tasks import s3
+from tasks import queues
+from tasks.queues import ExportedBatch
+from tasks.queues._base import check_same_batch
 
 FROM_NAME, TO_NAME = "label", "sample"
 
@@ -224,12 +225,19 @@ def label_config(classes: list[str], pres: Presentation | None = None) -> str:
     if pres is None:
         sample = f'  <Text name="{TO_NAME}" value="$sample_id"/>\n'
     elif pres.kind == "image":
-        sample = f'  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>\n'
+        # crisp pixels (no smoothing of 8×8 digits), small enough that the choices stay in view
+        sample = (
+            f'  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true" smoothing="false" '
+            'maxWidth="360px"/>\n'
+        )
     elif pres.kind == "series":
         channels = "".join(
             f'    <Channel column="{escape(n, quote=True)}" legend="{escape(n, quote=True)}"/>\n' for n in pres.names
         )
-        sample = f'  <TimeSeries name="{TO_NAME}" value="$series" valueType="json">\n{channels}  </TimeSeries>\n'
+        sample = (  # the whole series in view (Label Studio's default shows its first quarter)
+            f'  <TimeSeries name="{TO_NAME}" value="$series" valueType="json" overviewWidth="100%">\n'
+            f"{channels}  </TimeSeries>\n"
+        )
     else:
         sample = f'  <Table name="{TO_NAME}" value="$table"/>\n'
     return (
@@ -241,37 +249,6 @@ def label_config(classes: list[str], pres: Presentation | None = None) -> str:
     )
 
 
-def _check_same_batch(existing: str | None, records: list[dict[str, Any]], where: str, r: int) -> None:
-    """An export that exists already must hold the same samples: a round is exported once."""
-    if existing is None:
-        return
-    old_ids = [json.loads(line)["sample_id"] for line in existing.splitlines() if line.strip()]
-    if old_ids != [rec["sample_id"] for rec in records]:
-        raise WorkspaceError(
-            f"{where} already holds a different batch for {round_name(r)}; a round is exported once. "
-            "Run the next round instead."
-        )
-
-
-def queue_url(ws: Workspace) -> str:
-    """The S3 prefix of an S3-backed queue (``queue.path``)."""
-    return s3.normalise_url(ws.params.queue.path)
-
-
-def _export_s3(ws: Workspace, r: int, records: list[dict[str, Any]], files: dict[str, str]) -> dict[str, str]:
-    """Upload the round's files; ``batch.jsonl`` last, as it marks the round exported."""
-    folder = s3.join(queue_url(ws), round_name(r))
-    batch_url = s3.join(folder, "batch.jsonl")
-    old = s3.get_bytes(batch_url)
-    _check_same_batch(old.decode("utf-8") if old is not None else None, records, batch_url, r)
-    s3.put_bytes(s3.join(queue_url(ws), "label-config.xml"), files["label-config.xml"].encode(), "application/xml")
-    ls_url = s3.join(folder, "label-studio.json")
-    s3.put_bytes(ls_url, files["label-studio.json"].encode(), "application/json")
-    if old is None:
-        s3.put_bytes(batch_url, files["batch.jsonl"].encode(), "application/jsonl")
-    return {"batch_url": batch_url, "label_studio_url": ls_url}
-
-
 def _sample_rows(ws: Workspace, records: list[dict[str, Any]]) -> np.ndarray:
     """The batch's feature rows [B, F] (decoded for uri pools), in record order."""
     from al_core.pool import open_pool, read_pool_ids  # only the row groups holding the batch are read
@@ -280,30 +257,35 @@ def _sample_rows(ws: Workspace, records: list[dict[str, Any]]) -> np.ndarray:
 
 
 def export_batch(ws: Workspace, r: int, records: list[dict[str, Any]], classes: list[str]) -> dict[str, str]:
-    """Write ``queue/round-NNN/{batch.jsonl,label-studio.json}`` (+ ``images/<sample_id>.png`` for
-    image samples) and ``queue/label-config.xml``; refuse to overwrite a different batch.
-
-    With the S3 backend the files go to S3 first; the local copy follows once S3 holds them.
-    """
+    """Export round ``r``: the queue backend's copy first, then the local one, ``queue/round-NNN/``
+    (``batch.jsonl``, ``label-studio.json``, ``images/<sample_id>.png`` for image samples) and
+    ``queue/label-config.xml``; refuse to overwrite a different batch (a round is exported once)."""
     folder = ws.queue_dir / round_name(r)
     batch_text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records)
     batch_path, ls_path = folder / "batch.jsonl", folder / "label-studio.json"
-    _check_same_batch(batch_path.read_text() if batch_path.exists() else None, records, str(batch_path), r)
     pres = workspace_presentation(ws)
     rows = _sample_rows(ws, records)
     image_files = None
-    if pres.kind == "image":  # the PNGs beside the batch, for local-files serving or any viewer
-        image_files = []
-        for rec, row in zip(records, rows, strict=True):
-            rel = f"{round_name(r)}/images/{rec['sample_id']}.png"
-            atomic_write_bytes(ws.queue_dir / rel, sample_png(row, pres.shape))
-            image_files.append(rel)
-    ls_text = json.dumps(label_studio_tasks(records, pres, rows, image_files), indent=1) + "\n"
+    if pres.kind == "image":
+        image_files = [f"{round_name(r)}/images/{rec['sample_id']}.png" for rec in records]
+    tasks = label_studio_tasks(records, pres, rows, image_files)
     config_text = label_config(classes, pres)
-    out: dict[str, str] = {}
-    if ws.params.queue.backend == "s3":
-        files = {"batch.jsonl": batch_text, "label-studio.json": ls_text, "label-config.xml": config_text}
-        out = _export_s3(ws, r, records, files)
+    ls_text = json.dumps(tasks, indent=1) + "\n"
+    batch = ExportedBatch(
+        r,
+        records,
+        tasks,
+        config_text,
+        {
+            "label-config.xml": config_text,
+            f"{round_name(r)}/label-studio.json": ls_text,
+            f"{round_name(r)}/batch.jsonl": batch_text,  # last: it marks the round exported
+        },
+    )
+    check_same_batch(batch_path.read_text() if batch_path.exists() else None, batch, str(batch_path))
+    out = queues.backend(ws).publish(batch)
+    for rel, row in zip(image_files or [], rows, strict=False):  # the PNGs, for local-files serving or any viewer
+        atomic_write_bytes(ws.queue_dir / rel, sample_png(row, pres.shape))
     # label-studio.json first: batch.jsonl is what marks the round as exported.
     atomic_write_text(ls_path, ls_text)
     atomic_write_text(batch_path, batch_text)
@@ -313,40 +295,23 @@ def export_batch(ws: Workspace, r: int, records: list[dict[str, Any]], classes: 
     return {"batch": str(batch_path), "label_studio": str(ls_path), **out}
 
 
-LABEL_SUFFIXES = (".jsonl", ".csv", ".json")
-
-
 def fetch_label_files(ws: Workspace, files: list[str]) -> list[str]:
-    """Local paths for returned-label files: local paths as they are; S3 URLs downloaded into ``queue/inbox/``.
-
-    An S3 URL is one object, or a prefix (e.g. ``s3://bucket/prefix/inbox/``): then every label file
-    (.jsonl, .csv, .json) under it. Files ingested before are skipped by ingest itself (ledger of digests).
-    """
+    """Local paths for returned-label files: local paths as they are; URLs (``s3://bucket/key`` or a
+    prefix such as ``s3://bucket/prefix/inbox/``: every label file under it) copied into ``queue/inbox/``.
+    Files ingested before are skipped by ingest itself (ledger of digests)."""
     out: list[str] = []
-    inbox = ws.queue_dir / "inbox"
     for f in files:
-        if not s3.is_s3_url(f):
+        if queues.is_url(f):
+            out.extend(str(p) for p in queues.pull(ws, f))
+        else:
             out.append(f)
-            continue
-        url = s3.normalise_url(f)
-        if s3.exists(url):
-            out.append(str(s3.download(url, inbox / Path(s3.split_url(url)[1]).name)))
-            continue
-        prefix = url.rstrip("/")
-        found = [u for u in s3.list_urls(prefix) if u.endswith(LABEL_SUFFIXES)]
-        if not found:
-            raise s3.S3Error(
-                f"no label files (.jsonl, .csv, .json) at {url}: check the URL and that the upload finished"
-            )
-        for u in found:
-            rel = u.removeprefix(prefix + "/").replace("/", "__")
-            out.append(str(s3.download(u, inbox / rel)))
     return out
 
 
-def simulate_annotator(ws: Workspace, r: int, annotator: str = "oracle") -> str:
-    """Answer round ``r``'s batch from the held-apart ground truth, as a human would: a JSONL file
-    (S3 backend: an object in the queue's ``inbox/``), whose path or URL is returned.
+def simulate_annotator(ws: Workspace, r: int, annotator: str = "oracle") -> list[str]:
+    """Answer round ``r``'s batch from the held-apart ground truth, as a human would, through the queue
+    backend (a JSONL file in the queue, an object in the S3 inbox, annotations in Label Studio); the
+    files (paths or URLs) to ingest.
 
     This is the only code that reads ``oracle/truth.parquet``.
     """
@@ -357,15 +322,8 @@ def simulate_annotator(ws: Workspace, r: int, annotator: str = "oracle") -> str:
         sid = rec["sample_id"]
         if sid not in truth.index:
             raise WorkspaceError(f"the simulated annotator has no ground truth for '{sid}'")
-        lines.append(json.dumps({"sample_id": sid, "label": classes[int(truth[sid])], "annotator": annotator}))
-    text = "\n".join(lines) + "\n"
-    if ws.params.queue.backend == "s3":  # annotators return labels to the queue's inbox
-        url = s3.join(queue_url(ws), "inbox", f"{round_name(r)}-{annotator}.jsonl")
-        s3.put_bytes(url, text.encode(), "application/jsonl")
-        return url
-    path = ws.queue_dir / round_name(r) / "labels.jsonl"
-    atomic_write_text(path, text)
-    return str(path)
+        lines.append({"sample_id": sid, "label": classes[int(truth[sid])], "annotator": annotator})
+    return queues.backend(ws).answer(r, lines)
 
 
 def truth_labels(ws: Workspace, ids: np.ndarray) -> np.ndarray:

@@ -122,7 +122,7 @@ def test_hostile_requests_get_a_4xx_and_write_nothing_outside(served, tmp_path):
     assert status in (200, 202), out
     inbox = ws.queue_dir / "inbox"
     names = [p.name for p in inbox.iterdir() if "escaped" in p.name.lower()]
-    assert names and all(n.startswith("ls-webhook-escaped-") for n in names)
+    assert names and all(n.startswith("ls-escaped-") for n in names)
     for folder in (ws.root.parent, ws.root.parent.parent, ws.root, ws.queue_dir):
         assert not any("ESCAPED" in p.name for p in folder.iterdir())
 

@@ -13,6 +13,7 @@ from al_core.workspace import Workspace
 from flows.round import round_flow
 from flows.workspace_init import init_workspace
 from tasks import s3
+from tasks.queues.s3 import S3Queue
 from tests.integration.conftest import flow_runs, s3_keys, small_overrides
 
 
@@ -32,15 +33,15 @@ def test_s3_dies_mid_export_then_the_round_resumes_without_duplicate(stack, stac
     ws = init_workspace(
         tmp_path / "ws-outage", small_overrides(**{"queue.backend": "s3", "queue.path": f"s3://{bucket}/{queue}"})
     )
-    real_put = s3.put_bytes
+    real_put = S3Queue._write
     killed = []
 
-    def put_then_kill(url: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        real_put(url, data, content_type)
+    def put_then_kill(self, fs, url: str, data: bytes) -> None:
+        real_put(self, fs, url, data)
         if url.endswith("round-000/label-studio.json") and not killed:
             killed.append(stack.stop_service("s3", kill=True))  # SIGKILL, as a crash: batch.jsonl never lands
 
-    monkeypatch.setattr(s3, "put_bytes", put_then_kill)
+    monkeypatch.setattr(S3Queue, "_write", put_then_kill)
     with pytest.raises(s3.S3UnavailableError, match="unreachable"):
         round_flow(str(ws.root))
     assert killed == [True]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from al_core.config import parse_params
-from al_core.errors import ConfigError
 from flows.stack import keep_complete_lines
 from tasks import s3
 
@@ -65,14 +63,6 @@ def test_errors_name_the_fix():
     assert not isinstance(info.value, s3.S3UnavailableError)
     with pytest.raises(s3.S3Error, match="AWS_ACCESS_KEY_ID"), s3._errors("reading", "s3://b/k"):
         raise NoCredentialsError()
-
-
-def test_queue_backend_and_path_must_agree():
-    assert parse_params({"queue": {"backend": "s3", "path": "s3://b/q"}}).queue.backend == "s3"
-    with pytest.raises(ConfigError, match="s3 backend needs s3://bucket/prefix"):
-        parse_params({"queue": {"backend": "s3", "path": "queue"}})
-    with pytest.raises(ConfigError, match=r"set queue\.backend: s3"):
-        parse_params({"queue": {"path": "s3://b/q"}})
 
 
 def test_a_recording_cut_by_a_crash_loses_only_its_last_line(tmp_path):
