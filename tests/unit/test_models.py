@@ -16,7 +16,7 @@ def _data(n=80, shape=(1, 8, 8), seed=0):
 @pytest.mark.parametrize(("arch", "shape"), [("mlp", (12,)), ("cnn1d", (40,)), ("cnn2d", (1, 8, 8))])
 def test_each_architecture_fits_and_predicts(arch, shape):
     X, y = _data(shape=shape)
-    clf = NeuralClassifier(arch, shape, 4, hidden=16, epochs=5, device="cpu").fit(X, y)
+    clf = NeuralClassifier(arch, shape, 4, hidden=16, epochs=5, device="cpu", min_steps=0).fit(X, y)
     assert clf.predict_proba(X).shape == (80, 4)
     assert torch.allclose(clf.predict_proba(X).sum(1), torch.ones(80), atol=1e-5)
     assert clf.embed(X).shape == (80, 16)
@@ -25,9 +25,9 @@ def test_each_architecture_fits_and_predicts(arch, shape):
 
 def test_training_is_deterministic_for_a_seed_and_differs_across_seeds():
     X, y = _data()
-    a = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", seed=3).fit(X, y).predict_proba(X)
-    b = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", seed=3).fit(X, y).predict_proba(X)
-    c = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", seed=4).fit(X, y).predict_proba(X)
+    a = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", min_steps=0, seed=3).fit(X, y).predict_proba(X)
+    b = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", min_steps=0, seed=3).fit(X, y).predict_proba(X)
+    c = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", min_steps=0, seed=4).fit(X, y).predict_proba(X)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -35,13 +35,13 @@ def test_training_does_not_use_the_global_rng():
     X, y = _data()
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    NeuralClassifier("mlp", (64,), 4, epochs=3, device="cpu").fit(X, y).predict_log_proba(X, mc_samples=2)
+    NeuralClassifier("mlp", (64,), 4, epochs=3, device="cpu", min_steps=0).fit(X, y).predict_log_proba(X, mc_samples=2)
     assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_mc_dropout_is_stochastic_across_passes_and_reproducible_by_seed():
     X, y = _data()
-    clf = NeuralClassifier("mlp", (64,), 4, dropout=0.5, epochs=3, device="cpu").fit(X, y)
+    clf = NeuralClassifier("mlp", (64,), 4, dropout=0.5, epochs=3, device="cpu", min_steps=0).fit(X, y)
     lp = clf.predict_log_proba(X, mc_samples=4, seed=1)
     assert not torch.allclose(lp[:, 0], lp[:, 1])
     assert torch.equal(lp, clf.predict_log_proba(X, mc_samples=4, seed=1))
@@ -52,7 +52,7 @@ def test_mc_dropout_is_stochastic_across_passes_and_reproducible_by_seed():
 
 def test_chunking_does_not_change_results():
     X, y = _data()
-    clf = NeuralClassifier("mlp", (64,), 4, epochs=3, device="cpu", chunk_size=7).fit(X, y)
+    clf = NeuralClassifier("mlp", (64,), 4, epochs=3, device="cpu", min_steps=0, chunk_size=7).fit(X, y)
     small = clf.predict_proba(X)
     clf.chunk_size = 1000
     assert torch.allclose(small, clf.predict_proba(X), atol=1e-6)
@@ -60,14 +60,14 @@ def test_chunking_does_not_change_results():
 
 def test_early_stopping_stops_before_the_epoch_cap():
     X, y = _data(n=100)
-    clf = NeuralClassifier("mlp", (64,), 4, epochs=500, patience=3, device="cpu").fit(X, y)
+    clf = NeuralClassifier("mlp", (64,), 4, epochs=500, patience=3, device="cpu", min_steps=0).fit(X, y)
     assert clf.n_epochs_ < 500
     assert clf.history_.best_epoch < clf.n_epochs_
 
 
 def test_save_and_load_give_identical_predictions():
     X, y = _data()
-    clf = NeuralClassifier("cnn2d", (1, 8, 8), 4, epochs=3, device="cpu").fit(X, y)
+    clf = NeuralClassifier("cnn2d", (1, 8, 8), 4, epochs=3, device="cpu", min_steps=0).fit(X, y)
     back = NeuralClassifier.from_bytes(clf.to_bytes(), device="cpu")
     assert torch.equal(clf.predict_proba(X), back.predict_proba(X))
 
@@ -77,7 +77,9 @@ def test_sample_weight_zero_ignores_samples():
     y_noisy = y.copy()
     y_noisy[:40] = (y[:40] + 1) % 4
     w = np.r_[np.zeros(40), np.ones(40)]
-    a = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", val_fraction=0).fit(X, y_noisy, sample_weight=w)
+    a = NeuralClassifier("mlp", (64,), 4, epochs=5, device="cpu", min_steps=0, val_fraction=0).fit(
+        X, y_noisy, sample_weight=w
+    )
     assert np.isfinite(a.history_.train_loss).all()
 
 
