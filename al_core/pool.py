@@ -127,12 +127,16 @@ class ParquetPool:
         return self.n
 
     def bounds(self, shard_rows: int | None = None) -> list[tuple[int, int]]:
-        """Row ranges of one or more whole row groups, each up to ``shard_rows`` rows (at least one group)."""
+        """Row ranges of about ``shard_rows`` rows: whole row groups merged up to that size, or slices
+        of one row group when it is smaller than a group (each then reads its group)."""
         size = shard_rows or ROW_GROUP_ROWS
         out, start = [], 0
         for g in range(len(self.group_rows)):
-            stop = int(self.group_start[g + 1])
-            if stop - start >= size or g == len(self.group_rows) - 1:
+            g0, stop = int(self.group_start[g]), int(self.group_start[g + 1])
+            if size < stop - g0:  # slices of this group
+                out += [(s, min(s + size, stop)) for s in range(g0, stop, size)]
+                start = stop
+            elif stop - start >= size or g == len(self.group_rows) - 1:
                 out.append((start, stop))
                 start = stop
         return [b for b in out if b[1] > b[0]]

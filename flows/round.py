@@ -18,9 +18,11 @@ from al_core.acquisition.report import batch_report
 from al_core.errors import WorkspaceError
 from al_core.training import round_seeds
 from al_core.workspace import Workspace, atomic_write_text, round_name
-from tasks import artifacts, queue, steps, stopping, tracking
+from tasks import artifacts, queue, scoring, steps, stopping, tracking
 
 log = logging.getLogger(__name__)
+#: how the round's candidate set was scored (the summary's "candidates")
+CANDIDATE_KEYS = ("candidate_set", "candidate_size", "n_shards", "worker_peak_mb", "shards_cached")
 
 
 @contextmanager
@@ -185,7 +187,16 @@ def _prepare(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
                 "a simulated campaign (alp campaign / alp benchmark) has: set it to false for a real campaign"
             )
         cold_start_labels = queue.truth_labels(ws, data.pool_ids[data.candidate_idx])
-    selection = steps.score_and_select(root, data, model, cold_start_labels)
+    if model is not None and params.scoring.engine == "dask":  # shards as Prefect tasks on a Dask cluster
+        with (
+            scoring.scoring_progress("scoring shards on Dask") as progress,
+            scoring.dask_engine(ws, model, progress) as mapper,
+        ):
+            selection = steps.score_and_select.fn(root, data, model, None, mapper=mapper)
+            selection["worker_peak_mb"] = mapper.worker_peak_mb()
+            selection["shards_cached"] = mapper.stats["cached"]  # a rerun: shards scored before are not again
+    else:
+        selection = steps.score_and_select(root, data, model, cold_start_labels)
     report = batch_report(selection["probs"], selection["scores"], ws.classes) if model is not None else {}
     run_metrics["seconds_score"] = selection["seconds_score"]
     run_metrics["seconds_select"] = selection["seconds_select"]
@@ -212,7 +223,7 @@ def _prepare(ws: Workspace, r: int, simulate: bool) -> dict[str, Any]:
         "n_labels": len(data.labeled_idx),
         "n_queued": len(selection["pool_idx"]),
         "n_candidates": int(selection["n_candidates"]),
-        "candidates": {k: selection[k] for k in ("candidate_set", "candidate_size", "n_shards")},
+        "candidates": {k: selection[k] for k in CANDIDATE_KEYS if k in selection},
         "metrics": {k: v for k, v in metrics.items() if k != "confusion"},
         "batch_report": report,
         "n_pseudo_labels": int(run_metrics.get("n_pseudo_labels", 0)),
