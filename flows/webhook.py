@@ -40,7 +40,7 @@ import typer
 from al_core.errors import ALError, LabelValidationError
 from al_core.labels import parse_label_file, validate_labels
 from al_core.workspace import Workspace, atomic_write_text
-from tasks.queues.label_studio import LabelStudioQueue, spool_name
+from tasks.queues.label_studio import LabelStudioQueue, spool_name, taken
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,15 @@ class WebhookReceiver:
         except LabelValidationError as exc:
             return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
         names = []
+        inbox = self.ws.queue_dir / "inbox"
         for rec in records:  # one file per annotation version, named as the export poller names it
-            names.append(spool_name(rec["annotations"][0]))
-            atomic_write_text(self.ws.queue_dir / "inbox" / names[-1], json.dumps([rec], indent=1) + "\n")
+            name = spool_name(rec["annotations"][0])
+            if taken(inbox, name):
+                continue  # delivered before (Label Studio retried, or the poller took it): once is enough
+            names.append(name)
+            atomic_write_text(inbox / name, json.dumps([rec], indent=1) + "\n")
+        if not names:
+            return HTTPStatus.OK, {"action": action, "added": 0, "duplicate": True}
         outcomes = self._wait_for(names)
         if outcomes is None:
             return HTTPStatus.ACCEPTED, {"action": action, "accepted": ", ".join(names)}
@@ -319,7 +325,8 @@ def _request_detail(body: bytes, obj: dict[str, Any]) -> str:
         head = f"{payload.get('action')} task={task.get('id')} annotation={ann.get('id')}"
     except (ValueError, AttributeError):
         head = "-"
-    result = ", ".join(f"{k}={v}" for k, v in obj.items() if k in ("added", "accepted", "ignored", "error"))
+    shown = ("added", "duplicate", "accepted", "ignored", "error")
+    result = ", ".join(f"{k}={v}" for k, v in obj.items() if k in shown)
     return f"{head} {result}"[:300]
 
 

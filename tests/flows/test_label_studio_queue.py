@@ -210,3 +210,41 @@ def test_a_correction_killed_mid_change_is_all_or_nothing_and_the_rerun_converge
     assert labeled["label"].tolist() == [ws.classes[1]]
     assert ws.label_history()["label"].tolist() == [ws.classes[0]]
     assert git(ws, "status", "--porcelain", "--untracked-files=no").strip() == ""
+
+
+def test_webhook_calls_alp_does_not_know_skipped_or_repeated_spool_nothing_new(ws):
+    """With the label-studio backend: a call from another project is ignored (its tasks are another
+    campaign's), a skipped annotation is ignored, a task whose sample alp never had is refused, and
+    the same annotation twice lands once (one inbox file: the name the export poller would give it)."""
+    from al_core.config import dump_params, load_params, with_overrides
+    from al_core.workspace import atomic_write_text
+    from flows.webhook import WebhookReceiver
+    from tasks.queues.label_studio import spool_name
+
+    queue = {"queue.backend": "label-studio", "queue.label_studio.url": "http://127.0.0.1:9"}
+    atomic_write_text(ws.params_path, dump_params(with_overrides(load_params(ws.params_path), **queue)))
+    atomic_write_text(ws.alp_dir / "label-studio.json", json.dumps({"project": 3, "url": "http://127.0.0.1:9"}))
+    receiver = WebhookReceiver(ws.root, "s3cret", reply_within_s=120)
+    sid = ws.batch(0)[0]["sample_id"]
+    inbox = ws.queue_dir / "inbox"
+
+    def call(project, sample_id, ann):
+        body = {"action": "ANNOTATION_CREATED", "project": {"id": project}, "annotation": ann}
+        body["task"] = {"id": 7, "data": {"sample_id": sample_id}, "project": project}
+        return receiver.handle({"X-Alp-Secret": "s3cret"}, json.dumps(body).encode())
+
+    try:
+        ann = ls_annotation(ws.classes[1], "2026-12-01T10:00:00Z")
+        status, out = call(7, sid, ann)
+        assert status == 200 and "project 7 is not this workspace's Label Studio project (3)" in out["ignored"]
+        status, out = call(3, sid, {**ann, "result": [], "was_cancelled": True})
+        assert status == 200 and "skipped" in out["ignored"]
+        assert not inbox.exists() or not list(inbox.iterdir())
+        status, out = call(3, "not-a-sample", ann)
+        assert status == 422 and "unknown sample_id 'not-a-sample'" in out["error"]
+        assert call(3, sid, ann) == (200, {"action": "ANNOTATION_CREATED", "added": 1, "file": spool_name(ann)})
+        assert call(3, sid, ann) == (200, {"action": "ANNOTATION_CREATED", "added": 0, "duplicate": True})
+        assert [p.name for p in inbox.glob("ls-*.json")] == [spool_name(ann)]
+        assert ws.labeled_set()["sample_id"].tolist() == [sid] and len(ws.ledger()) == 1
+    finally:
+        receiver.close()
