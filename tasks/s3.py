@@ -1,4 +1,5 @@
-"""S3 object I/O through boto3, for the labeling queue (DESIGN §7).
+"""S3 object reads through boto3 (``s3://`` sample uris), and the S3 error classes and messages the
+s3 queue backend (tasks/queues/s3.py, on s3fs) shares (DESIGN §7).
 
 The endpoint and the credentials come only from the standard AWS chain (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ...): nothing of them is ever written to
@@ -14,12 +15,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from al_core.errors import ALError
 from al_core.uris import register_filesystem, register_reader
-from al_core.workspace import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -154,48 +153,6 @@ def get_bytes(url: str) -> bytes | None:
             return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except s3.exceptions.NoSuchKey:
             return None
-
-
-def put_bytes(url: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-    """Write one object (a single PUT: readers see the old object or the new one, never part of it)."""
-    bucket, key = split_url(url)
-    with _errors("writing", url):
-        client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-    log.debug("wrote %s (%d bytes)", url, len(data))
-
-
-def exists(url: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    bucket, key = split_url(url)
-    with _errors("checking", url):
-        try:
-            client().head_object(Bucket=bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-
-
-def list_urls(prefix_url: str) -> list[str]:
-    """Every object under ``prefix_url/`` (as s3:// URLs, sorted)."""
-    bucket, prefix = split_url(prefix_url)
-    out: list[str] = []
-    with _errors("listing", prefix_url):
-        pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else "")
-        for page in pages:
-            out.extend(f"{S3_SCHEME}{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
-    return sorted(out)
-
-
-def download(url: str, dest: Path) -> Path:
-    """Copy one object to ``dest`` (atomically); raise :class:`S3Error` if it does not exist."""
-    data = get_bytes(url)
-    if data is None:
-        raise S3Error(f"no object at {url}: check the URL (`aws s3 ls` with the same endpoint lists what is there)")
-    atomic_write_bytes(dest, data)
-    return dest
 
 
 def read_object(url: str) -> bytes:
