@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from al_core.errors import DatasetError
-from al_core.pool import ROW_GROUP_ROWS
+from al_core.pool import ROW_GROUP_ROWS, write_row_store
 
 if TYPE_CHECKING:
     from al_core.sources import SourceParams
@@ -310,6 +310,8 @@ def write_prepared(ds: Dataset, val: Dataset | None, pool: Path, test: Path, val
         empty = ds.pool_uris[:0] if ds.pool_uris is not None else None
         write_features(val_path, ds.pool_ids[:0], ds.pool_X[:0], ds.pool_y[:0], empty, ds.decode)
     write_features(pool, ds.pool_ids, ds.pool_X, None, ds.pool_uris, ds.decode)
+    if ds.decode is None or ds.pool_uris is None:  # a features pool: its rows also raw, for random access
+        write_row_store(pool, ds.pool_X)
     write_features(test, ds.test_ids, ds.test_X, ds.test_y, ds.test_uris, ds.decode)
     truth.parent.mkdir(parents=True, exist_ok=True)
     known = ds.pool_y >= 0

@@ -11,6 +11,10 @@ tests). Ids stay a compact Arrow string array (:class:`PoolIds`), looked up with
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +107,78 @@ class ArrayPool:
         return _shards(self.bounds(shard_rows), rows)
 
 
+# ---------------------------------------------------------------------- row store (random access)
+def row_store_path(pool_path: Path) -> Path:
+    """``<dir>/.cache/<stem>-rows-<key>.f32``: the pool's features as raw float32 rows, keyed by the
+    Parquet footer (row groups, sizes, statistics), so a copy of the same file finds it and a
+    changed file does not."""
+    meta = pq.read_metadata(pool_path).to_dict()
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return pool_path.parent / ".cache" / f"{pool_path.stem}-rows-{key}.f32"
+
+
+class RowWriter:
+    """Appends feature rows to a row store (temp file; renamed into place by :meth:`commit`)."""
+
+    def __init__(self, pool_path: Path):
+        self.pool_path = pool_path
+        cache = pool_path.parent / ".cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (cache / ".gitignore").exists():
+            (cache / ".gitignore").write_text("*\n")
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{pool_path.stem}-rows.", suffix=".tmp", dir=cache)
+        self.fh = os.fdopen(fd, "wb")
+
+    def write(self, X: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(X, dtype=np.float32).tobytes())
+
+    def commit(self) -> None:
+        """Once the pool file is complete: the store takes its final name; older stores go."""
+        self.fh.close()
+        final = row_store_path(self.pool_path)
+        os.replace(self.tmp, final)
+        for old in final.parent.glob(f"{self.pool_path.stem}-rows-*.f32"):
+            if old != final:
+                old.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        self.fh.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def write_row_store(pool_path: Path, X: np.ndarray) -> None:
+    """The row store of a pool whose features ``X`` [N, F] were just written to ``pool_path``."""
+    w = RowWriter(pool_path)
+    try:
+        for s in range(0, len(X), ROW_GROUP_ROWS):
+            w.write(X[s : s + ROW_GROUP_ROWS])
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+
+
+class _RowStore:
+    """Rows of a row store read with ``pread``: no decoding, no page cache held as this process's memory."""
+
+    def __init__(self, path: Path, n: int, width: int):
+        self.path, self.n, self.width = path, n, width
+        self.row_bytes = 4 * width
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        with open(self.path, "rb") as fh:
+            buf = os.pread(fh.fileno(), (stop - start) * self.row_bytes, start * self.row_bytes)
+        return np.frombuffer(buf, dtype=np.float32).reshape(-1, self.width).copy()
+
+    def rows(self, sorted_idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(sorted_idx), self.width), dtype=np.float32)
+        with open(self.path, "rb") as fh:
+            fd = fh.fileno()
+            for j, i in enumerate(sorted_idx.tolist()):
+                out[j] = np.frombuffer(os.pread(fd, self.row_bytes, i * self.row_bytes), dtype=np.float32)
+        return out
+
+
 class ParquetPool:
     """A pool table written by :func:`al_core.data.write_features` (``features``: fixed-size float32
     lists), read row group by row group. Nothing is read at construction but the footer."""
@@ -122,6 +198,10 @@ class ParquetPool:
         st = self.path.stat()
         #: identifies this file's content for result caches (path, size, mtime)
         self.fingerprint = f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        store = row_store_path(self.path)
+        ok = store.exists() and store.stat().st_size == self.n * self.width * 4
+        #: the raw rows written beside the pool by prepare (random access without decoding), if there
+        self.store = _RowStore(store, self.n, self.width) if ok else None
 
     def __len__(self) -> int:
         return self.n
@@ -146,7 +226,9 @@ class ParquetPool:
         return _shards(self.bounds(shard_rows), rows)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` [n, F] float32 (whole row groups read, then sliced)."""
+        """Rows ``start:stop`` [n, F] float32 (from the row store, else whole row groups, sliced)."""
+        if self.store is not None:
+            return self.store.read(start, stop)
         g0 = int(np.searchsorted(self.group_start, start, side="right") - 1)
         g1 = int(np.searchsorted(self.group_start, stop, side="left"))
         t = _parquet(str(self.path)).read_row_groups(list(range(g0, g1)), columns=["features"])
@@ -167,6 +249,9 @@ class ParquetPool:
             raise IndexError(f"pool rows {idx.min()}..{idx.max()} out of range for a pool of {self.n}")
         order = np.argsort(idx, kind="stable")
         sorted_idx = idx[order]
+        if self.store is not None:
+            out[order] = self.store.rows(sorted_idx)
+            return out
         groups = np.searchsorted(self.group_start, sorted_idx, side="right") - 1
         for g in np.unique(groups):
             sel = np.flatnonzero(groups == g)

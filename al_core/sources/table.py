@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from al_core.data import Dataset, check_sample_ids, features_table, read_table, split_holdout, write_features
 from al_core.errors import DatasetError
-from al_core.pool import ROW_GROUP_ROWS, open_dataset
+from al_core.pool import ROW_GROUP_ROWS, RowWriter, open_dataset
 from al_core.sources import SOURCES, DataSource, SourceParams
 from al_core.sources._base import PreparedFiles
 
@@ -182,6 +182,47 @@ def prepare_stream(p: TableParams, out: PreparedFiles) -> dict[str, Any] | None:
         is_val[np.random.default_rng([p.seed, 1024]).choice(n_pool, size=p.val_size, replace=False)] = True
     class_set = pa.array(classes, type=pa.string())
     pool_writer = _RowGroupWriter(out.pool, len(features))
+    rows = RowWriter(out.pool)
+    try:
+        test, val, pool_ids, pool_y = _stream_rows(p, data, features, class_set, is_test, is_val, pool_writer, rows)
+    except BaseException:
+        rows.abort()
+        raise
+    if p.test_path:
+        test = _split_frame(p, test_frame, features, classes)
+    write_features(out.test, *test)
+    write_features(out.val, *val)
+    all_ids = pa.chunked_array([*pool_ids.chunks, pa.array(test[0], pa.string()), pa.array(val[0], pa.string())])
+    if pc.count_distinct(all_ids).as_py() != len(all_ids):
+        counts = pc.value_counts(all_ids)
+        dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))[:3].to_pylist()
+        raise DatasetError(f"{where}: sample ids must be unique across pool and test; duplicated: {dup}")
+    out.truth.parent.mkdir(parents=True, exist_ok=True)
+    truth = pa.table({"sample_id": pool_ids, "label": pa.array(pool_y, pa.int64())})
+    pq.write_table(truth, out.truth)
+    return {
+        "dataset": p.name,
+        "classes": classes,
+        "input_shape": list(shape),
+        "n_pool": len(pool_ids),
+        "n_test": len(test[0]),
+        "n_val": len(val[0]),
+    }
+
+
+def _stream_rows(
+    p: TableParams,
+    data: Any,
+    features: list[str],
+    class_set: pa.Array,
+    is_test: np.ndarray,
+    is_val: np.ndarray,
+    pool_writer: _RowGroupWriter,
+    rows: RowWriter,
+) -> tuple[tuple, tuple, pa.ChunkedArray, np.ndarray]:
+    """One pass over the table's batches: pool rows to the pool file and row store, test and
+    validation rows kept; returns (test, val, pool ids, pool labels)."""
+    where = str(p.path)
     keep: dict[str, list] = {"pool_ids": [], "pool_y": [], "test": [], "val": []}
     row = pool_row = 0
     for batch in data.to_batches(columns=[p.id_column, *features, p.label_column], batch_size=ROW_GROUP_ROWS):
@@ -209,30 +250,14 @@ def prepare_stream(p: TableParams, out: PreparedFiles) -> dict[str, Any] | None:
             keep["val"].append((ids.filter(val_rows), X[val_rows], y[val_rows]))
         ids, X, y = ids.filter(~val_rows), X[~val_rows], y[~val_rows]
         pool_writer.write(features_table(ids.to_numpy(zero_copy_only=False), X))
+        rows.write(X)
         keep["pool_ids"].append(ids)
         keep["pool_y"].append(y.astype(np.int64))
     pool_writer.close()
-    test = _concat(keep["test"], len(features)) if not p.test_path else _split_frame(p, test_frame, features, classes)
-    val = _concat(keep["val"], len(features))
-    write_features(out.test, *test)
-    write_features(out.val, *val)
+    rows.commit()
+    pool_y = np.concatenate(keep["pool_y"]) if keep["pool_y"] else np.zeros(0, np.int64)
     pool_ids = pa.chunked_array(keep["pool_ids"], type=pa.string())
-    all_ids = pa.chunked_array([*pool_ids.chunks, pa.array(test[0], pa.string()), pa.array(val[0], pa.string())])
-    if pc.count_distinct(all_ids).as_py() != len(all_ids):
-        counts = pc.value_counts(all_ids)
-        dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))[:3].to_pylist()
-        raise DatasetError(f"{where}: sample ids must be unique across pool and test; duplicated: {dup}")
-    out.truth.parent.mkdir(parents=True, exist_ok=True)
-    truth = pa.table({"sample_id": pool_ids, "label": pa.array(np.concatenate(keep["pool_y"] or [np.zeros(0)]))})
-    pq.write_table(truth.cast(pa.schema([("sample_id", pa.string()), ("label", pa.int64())])), out.truth)
-    return {
-        "dataset": p.name,
-        "classes": classes,
-        "input_shape": list(shape),
-        "n_pool": len(pool_ids),
-        "n_test": len(test[0]),
-        "n_val": len(val[0]),
-    }
+    return _concat(keep["test"], len(features)), _concat(keep["val"], len(features)), pool_ids, pool_y
 
 
 def _concat(parts: list, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -108,3 +108,36 @@ def test_pool_rows_and_ids_are_read_by_index(setup):
     assert np.flatnonzero(ids.isin({"s1", "s7"})).tolist() == [1, 7]
     assert ids[np.array([2, 0])].tolist() == ["s2", "s0"]
     assert read_features(pool.path)[0][:2].tolist() == ["s0", "s1"]
+
+
+def test_a_parquet_table_is_prepared_in_batches_as_it_is_loaded_whole(tmp_path, monkeypatch):
+    """The streamed prepare writes the files the in-memory path writes (pool, test, val, truth), row
+    for row, reading the table in batches; and the pool's row store gives its rows back."""
+    import pandas as pd
+
+    from al_core.data import take_validation, write_prepared
+    from al_core.sources import get_source, table
+    from al_core.sources._base import PreparedFiles
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"sample_id": [f"r{i}" for i in range(300)], "label": rng.choice(["a", "b", "c"], 300)})
+    for j in range(5):
+        frame[f"x{j}"] = rng.normal(size=300).astype(np.float32)
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=70)
+    p = table.TableParams(path=str(tmp_path / "t.parquet"), val_size=12, seed=3)
+    monkeypatch.setattr(table, "ROW_GROUP_ROWS", 64)
+    names = ("pool.parquet", "test.parquet", "val.parquet", "truth.parquet")
+    files = [PreparedFiles(*(tmp_path / d / f for f in names)) for d in ("stream", "whole")]
+    meta = get_source("table").prepare_stream(p, files[0])
+    ds, val = take_validation(table.load(p), p.val_size, p.seed)
+    write_prepared(ds, val, files[1].pool, files[1].test, files[1].val, files[1].truth)
+    assert meta == {**ds.meta("table"), "n_val": 12}
+    for name in ("pool", "test", "val"):
+        a, b = (read_features(getattr(f, name)) for f in files)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True) if x is not None), name
+    a, b = (pd.read_parquet(f.truth) for f in files)
+    assert a.equals(b)
+    pool = ParquetPool(files[0].pool)
+    assert pool.store is not None and np.array_equal(
+        pool[np.array([5, 0, 200])], read_features(files[0].pool)[1][[5, 0, 200]]
+    )
