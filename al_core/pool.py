@@ -136,6 +136,7 @@ class RowWriter:
         """Once the pool file is complete: the store takes its final name; older stores go."""
         self.fh.close()
         final = row_store_path(self.pool_path)
+        os.chmod(self.tmp, 0o644)
         os.replace(self.tmp, final)
         for old in final.parent.glob(f"{self.pool_path.stem}-rows-*.f32"):
             if old != final:
