@@ -194,6 +194,18 @@ def aulc(labels: Sequence[float], accuracy: Sequence[float]) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0) / (x[-1] - x[0]))
 
 
+def censored_median(values: Sequence[float | None], bounds: Sequence[float]) -> tuple[float, bool]:
+    """Median labels-to-target over seeds where some never got there: a seed's ``None`` counts as its
+    ``bounds`` entry (its final label count, a lower bound of what it needs). Returns the median and
+    whether it is itself such a lower bound ('≥ median')."""
+    if len(values) != len(bounds) or not values:
+        raise ValueError(f"need one bound per value, got {len(values)} values and {len(bounds)} bounds")
+    filled = [float(b) if v is None else float(v) for v, b in zip(values, bounds, strict=True)]
+    med = float(np.median(filled))
+    censored = [float(b) for v, b in zip(values, bounds, strict=True) if v is None]
+    return med, bool(censored) and med >= min(censored)
+
+
 def _curve(labels: Sequence[float], accuracy: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(labels, dtype=float), np.asarray(accuracy, dtype=float)
     if x.shape != y.shape or x.ndim != 1:

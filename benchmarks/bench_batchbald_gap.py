@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,36 +33,58 @@ from flows.benchmark import load_benchmark_config
 CONFIG = Path(__file__).parent / "configs" / "mnist_batchbald.yaml"
 
 
+def _test_accuracy(base: Params, pool, val, idx: np.ndarray, seed: int) -> float:
+    """Test accuracy of the benchmark's model fitted on ``pool[idx]`` (same seed for every batch compared)."""
+    clf = make_classifier(base, pool.input_shape, len(pool.classes), seed)
+    clf.fit(pool.pool_X[idx], pool.pool_y[idx], X_val=val.test_X, y_val=val.test_y)
+    return float((clf.predict(pool.test_X).numpy() == pool.test_y).mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--candidates", default="1000,5000")
     ap.add_argument("--K", default="20,100")
     ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--retrain", action="store_true", help="also refit on cold start + each batch: test accuracy")
     args = ap.parse_args()
     base = with_overrides(Params(), **load_benchmark_config(CONFIG).overrides())
     apply_cpu_threads(base)
     pool, val = take_validation(load_dataset(base.dataset), base.dataset.val_size, base.dataset.seed)
     assert val is not None
-    print("| seed | candidates | K | log K | joint MI after 1 / 2 / 5 / 10 picks | Σ BALD of the batch | flat picks |")
-    print("|---|---|---|---|---|---|---|")
+    head = "| seed | candidates | K | log K | joint MI after 1 / 2 / 5 / 10 picks | Σ BALD of the batch | flat picks"
+    head += " | s MC | s select |" + (" acc cold start | acc + BALD top-k | acc + BatchBALD |" if args.retrain else "")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
     for seed in range(args.seeds):
         idx = balanced_cold_start(pool.pool_y, 20, seed)
         clf = make_classifier(base, pool.input_shape, len(pool.classes), seed)
         clf.fit(pool.pool_X[idx], pool.pool_y[idx], X_val=val.test_X, y_val=val.test_y)
+        acc0 = float((clf.predict(pool.test_X).numpy() == pool.test_y).mean())
         rest = np.setdiff1d(np.arange(len(pool.pool_y)), idx)
         for m in (int(x) for x in args.candidates.split(",")):
             cand = np.random.default_rng(seed).choice(rest, m, replace=False)
             for K in (int(x) for x in args.K.split(",")):
+                t0 = time.perf_counter()
                 lp = clf.predict_log_proba(pool.pool_X[cand], mc_samples=K, seed=seed)
+                t1 = time.perf_counter()
                 gen = torch.Generator().manual_seed(seed)
                 acq = batchbald(lp, args.batch, gen, num_samples=base.acquisition.batchbald_samples)
+                t2 = time.perf_counter()
                 mi = acq.scores.tolist()
                 gains = np.diff([0.0, *mi])
-                bald_sum = float(bald_scores(lp.float())[acq.indices].sum())
+                bald = bald_scores(lp.float())
+                bald_sum = float(bald[acq.indices].sum())
                 picks = " / ".join(f"{mi[i - 1]:.2f}" for i in (1, 2, 5, args.batch))
                 flat = int((gains < 0.05).sum())
-                print(f"| {seed} | {m} | {K} | {math.log(K):.2f} | {picks} | {bald_sum:.2f} | {flat} |", flush=True)
+                row = f"| {seed} | {m} | {K} | {math.log(K):.2f} | {picks} | {bald_sum:.2f} | {flat}"
+                row += f" | {t1 - t0:.1f} | {t2 - t1:.1f} |"
+                if args.retrain:
+                    top = torch.topk(bald, args.batch).indices.numpy()
+                    a_bald = _test_accuracy(base, pool, val, np.concatenate([idx, cand[top]]), seed)
+                    a_bb = _test_accuracy(base, pool, val, np.concatenate([idx, cand[acq.indices.numpy()]]), seed)
+                    row += f" {acc0:.3f} | {a_bald:.3f} | {a_bb:.3f} |"
+                print(row, flush=True)
 
 
 if __name__ == "__main__":

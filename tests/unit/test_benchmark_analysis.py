@@ -12,6 +12,7 @@ import torch
 from al_core.benchmark import (
     RunResult,
     aulc,
+    censored_median,
     class_balance,
     labels_to_target,
     markdown_table,
@@ -32,6 +33,14 @@ BASE = {
     "budget": 50,
     "targets": [0.9, 0.8],
 }
+
+
+def test_censored_median_counts_a_seed_that_never_got_there_as_its_budget():
+    assert censored_median([110.0, None, 150.0], [200, 200, 200]) == (150.0, False)
+    assert censored_median([None, None, 120.0], [200, 200, 200]) == (200.0, True)  # '≥ 200'
+    assert censored_median([100.0, 140.0], [200, 200]) == (120.0, False)
+    with pytest.raises(ValueError, match="one bound per value"):
+        censored_median([100.0], [200, 200])
 
 
 def test_labels_to_target_is_the_first_crossing():
