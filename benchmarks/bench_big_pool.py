@@ -74,15 +74,38 @@ def write_table(path: Path, rows: int, seed: int = 0, group: int = 250_000) -> P
     return path
 
 
+#: the last command's peak RSS (GB) of its own process, sampled every 0.1 s (``run`` returns the
+#: peak of the process and of any process it started and waited for: DVC, the Prefect server)
+LAST_MAIN_PEAK_GB = [0.0]
+
+
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS in GB, stdout) of one command in its own process."""
+    """(seconds, peak RSS in GB of the process and its waited-for children, stdout) of one command."""
+    import threading
+
+    import psutil
+
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        p = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], p.memory_info().rss)
+            except psutil.Error:
+                return
+            done.wait(0.1)
+
+    threading.Thread(target=sample, daemon=True).start()
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
     seconds = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
+    LAST_MAIN_PEAK_GB[0] = peak[0] / 1024**3
     return seconds, usage.ru_maxrss / 1024**2, out
 
 
@@ -96,8 +119,10 @@ def bench(rows: int, strategies: list[str], out: Path, sets: list[str], env: dic
     extra = [a for kv in [*(f"{k}={json.dumps(v)}" for k, v in PARAMS.items()), *sets] for a in ("--set", kv)]
     init_s, init_gb, _ = run([alp, "init", str(ws), "--dataset", "table", "--data", str(data), "--data", str(test),
                               *extra], env)  # fmt: skip
+    init_main = LAST_MAIN_PEAK_GB[0]
     cold_s, cold_gb, _ = run([alp, "round", str(ws)], env)
     ingest_s, ingest_gb, _ = run([*me, "--annotate", str(ws), "0"], env)
+    ingest_main = LAST_MAIN_PEAK_GB[0]
     results = []
     for r, strategy in enumerate(strategies, start=1):
         run([*me, "--strategy-of", str(ws), strategy], env)
@@ -109,16 +134,19 @@ def bench(rows: int, strategies: list[str], out: Path, sets: list[str], env: dic
             "strategy": strategy,
             "init_s": round(init_s, 1),
             "init_peak_gb": round(init_gb, 2),
+            "init_main_peak_gb": round(init_main, 2),
             "cold_start_s": round(cold_s, 1),
             "cold_start_peak_gb": round(cold_gb, 2),
             "ingest_s": round(ingest_s, 1),
             "ingest_peak_gb": round(ingest_gb, 2),
+            "ingest_main_peak_gb": round(ingest_main, 2),
             "process_s": round(s, 1),
             "round_s": sec.get("total"),
             "train_s": sec.get("train"),
             "score_s": sec.get("score"),
             "select_s": sec.get("select"),
             "peak_gb": round(gb, 2),
+            "main_peak_gb": round(LAST_MAIN_PEAK_GB[0], 2),
             "s_per_M_rows": round(sec.get("total", 0) / (rows / 1e6), 2),
             "picked": [row["sample_id"] for row in _batch(ws, r)],
             "candidates": summary.get("candidates"),
@@ -190,12 +218,17 @@ def _batch(ws: Path, r: int) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    head = "| rows | strategy | init s (peak GB) | round s | train | score | select | peak RSS GB | s / M rows |"
+    head = (
+        "| rows | strategy | init s (peak GB: alp / with children) | round s | train | score | select "
+        "| round peak GB: alp / with children | (score + select) s / M rows |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        per_m = round((r["score_s"] + r["select_s"]) / (r["rows"] / 1e6), 2)
         lines.append(
-            f"| {r['rows']:,} | {r['strategy']} | {r['init_s']} ({r['init_peak_gb']}) | {r['round_s']} | "
-            f"{r['train_s']} | {r['score_s']} | {r['select_s']} | {r['peak_gb']} | {r['s_per_M_rows']} |"
+            f"| {r['rows']:,} | {r['strategy']} | {r['init_s']} ({r['init_main_peak_gb']} / {r['init_peak_gb']}) | "
+            f"{r['round_s']} | {r['train_s']} | {r['score_s']} | {r['select_s']} | "
+            f"{r['main_peak_gb']} / {r['peak_gb']} | {per_m} |"
         )
     return "\n".join(lines)
 
@@ -220,22 +253,32 @@ def main() -> None:
     if args.engine_run:
         return print(json.dumps(engine_run(Path(args.engine_run[0]), args.engine_run[1])))
     env = dict(os.environ)
-    if args.engines:
-        me = [sys.executable, "-m", "benchmarks.bench_big_pool", "--engine-run", str(args.engines)]
-        runs = {}
-        for engine in ("local", "dask"):
-            s, gb, out = run([*me, engine], env)
-            runs[engine] = json.loads(out.strip().splitlines()[-1])
-            runs[engine]["process_s"], runs[engine]["process_peak_gb"] = round(s, 1), round(gb, 2)
-            print(json.dumps({k: v for k, v in runs[engine].items() if k != "picked"}), flush=True)
-        print("same picks:", runs["local"]["picked"] == runs["dask"]["picked"])
-        return None
     if args.pythonpath:
         env["PYTHONPATH"] = str(Path(args.pythonpath).resolve())
-    results = [r for rows in args.rows for r in bench(rows, args.strategy, args.out.resolve(), args.sets, env)]
+    from flows.prefect_api import prefect_api
+
+    with prefect_api() as url:  # one Prefect server for every command (a start-up each is slow)
+        if url:
+            env["PREFECT_API_URL"] = url
+        if args.engines:
+            return compare_engines(args.engines, args.sets, env)
+        results = [r for rows in args.rows for r in bench(rows, args.strategy, args.out.resolve(), args.sets, env)]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(table(results))
+    return None
+
+
+def compare_engines(ws: Path, sets: list[str], env: dict[str, str]) -> None:
+    """local, then dask scoring of the next batch of ``ws``, each in its own process; same picks?"""
+    me = [sys.executable, "-m", "benchmarks.bench_big_pool", "--engine-run", str(ws)]
+    runs = {}
+    for engine in ("local", "dask"):
+        s, gb, out = run([*me, engine], env)
+        runs[engine] = json.loads(out.strip().splitlines()[-1])
+        runs[engine]["process_s"], runs[engine]["process_peak_gb"] = round(s, 1), round(gb, 2)
+        print(json.dumps({k: v for k, v in runs[engine].items() if k != "picked"}), flush=True)
+    print("same picks:", runs["local"]["picked"] == runs["dask"]["picked"])
 
 
 if __name__ == "__main__":
