@@ -232,7 +232,7 @@ class ParquetPool:
             return self.store.read(start, stop)
         g0 = int(np.searchsorted(self.group_start, start, side="right") - 1)
         g1 = int(np.searchsorted(self.group_start, stop, side="left"))
-        t = _parquet(str(self.path)).read_row_groups(list(range(g0, g1)), columns=["features"])
+        t = _parquet(str(self.path), self.fingerprint).read_row_groups(list(range(g0, g1)), columns=["features"])
         X = _flat(t.column("features"), self.width)
         off = int(self.group_start[g0])
         return X[start - off : stop - off]
@@ -256,7 +256,7 @@ class ParquetPool:
         groups = np.searchsorted(self.group_start, sorted_idx, side="right") - 1
         for g in np.unique(groups):
             sel = np.flatnonzero(groups == g)
-            t = _parquet(str(self.path)).read_row_group(int(g), columns=["features"])
+            t = _parquet(str(self.path), self.fingerprint).read_row_group(int(g), columns=["features"])
             X = _flat(t.column("features"), self.width)
             out[order[sel]] = X[sorted_idx[sel] - self.group_start[g]]
         return out
@@ -275,7 +275,8 @@ def _shards(bounds: list[tuple[int, int]], rows: np.ndarray) -> list[Shard]:
 
 
 @functools.lru_cache(maxsize=8)
-def _parquet(path: str) -> pq.ParquetFile:
+def _parquet(path: str, fingerprint: str) -> pq.ParquetFile:
+    """One open reader per file version (``fingerprint``: a rewritten pool gets a new one)."""
     return pq.ParquetFile(path)
 
 
