@@ -321,7 +321,10 @@ def simulate_annotator(ws: Workspace, r: int, annotator: str = "oracle") -> list
     for rec in ws.batch(r):
         sid = rec["sample_id"]
         if sid not in truth.index:
-            raise WorkspaceError(f"the simulated annotator has no ground truth for '{sid}'")
+            raise WorkspaceError(
+                f"the simulated annotator has no ground truth for '{sid}': this pool is unlabeled, so a "
+                f"person labels round {r}'s batch (queue/round-{r:03d}/) and `alp ingest` takes it in"
+            )
         lines.append({"sample_id": sid, "label": classes[int(truth[sid])], "annotator": annotator})
     return queues.backend(ws).answer(r, lines)
 
