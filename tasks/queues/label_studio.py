@@ -114,48 +114,49 @@ class LabelStudioQueue(QueueBackend):
 
     # --------------------------------------------------------------- project
     def project(self, client: ls.Client, label_config: str | None = None) -> int:
-        """The project's id: remembered, named in params (id or title), or created by alp."""
+        """The project's id: remembered, named in params (id or title), or created by alp for this
+        workspace (with ``label_config``)."""
         wanted = self.ws.params.queue.label_studio.project
         remembered = self.state()
         if remembered.get("project") is not None and remembered.get("url") == client.url:
             pid = int(remembered["project"])
         elif isinstance(wanted, int):
             pid = int(client.call("GET", f"/api/projects/{wanted}")["id"])
-        else:
-            title = wanted or f"alp {self.ws.name}"
-            found = [p for p in client.pages("/api/projects", "results", {"title": title}) if p.get("title") == title]
-            if wanted and not found:
+        elif wanted:
+            found = [p for p in client.pages("/api/projects", "results", {"title": wanted}) if p.get("title") == wanted]
+            if not found:
                 raise ConfigError(
                     f"queue.label_studio.project = {wanted!r}: no Label Studio project of that title at {client.url}; "
                     "give its id or title, or leave it empty for alp to create one"
                 )
-            if found:
-                pid = int(min(found, key=lambda p: p["id"])["id"])
-            else:
-                if label_config is None:
-                    raise ConfigError(f"no Label Studio project for {self.ws.root} yet: run a round first")
-                body = {
-                    "title": title,
-                    "label_config": label_config,
-                    "description": f"alp active-learning campaign {self.ws.name}: batches in alp's order",
-                    "show_collab_predictions": True,  # the model's guess pre-fills the annotation
-                    "maximum_annotations": 1,
-                }
-                pid = int(client.call("POST", "/api/projects", body)["id"])
-                log.info("created Label Studio project %d (%s) at %s", pid, title, client.url)
+            pid = int(min(found, key=lambda p: p["id"])["id"])
+        else:  # a project of this workspace's own (never another one that happens to share the title)
+            title = f"alp {self.ws.name}"
+            if label_config is None:
+                raise ConfigError(f"no Label Studio project for {self.ws.root} yet: run a round first")
+            body = {
+                "title": title,
+                "label_config": label_config,
+                "description": f"alp active-learning campaign {self.ws.name}: batches in alp's order",
+                "show_collab_predictions": True,  # the model's guess pre-fills the annotation
+                "maximum_annotations": 1,
+            }
+            pid = int(client.call("POST", "/api/projects", body)["id"])
+            log.info("created Label Studio project %d (%s) at %s", pid, title, client.url)
         self._save(url=client.url, project=pid)
         return pid
 
     def _sync_config(self, client: ls.Client, pid: int, batch: ExportedBatch) -> None:
         project = client.call("GET", f"/api/projects/{pid}")
-        changes: dict[str, Any] = {}
-        if project.get("label_config") != batch.label_config:
-            changes["label_config"] = batch.label_config
+        if (project.get("label_config") or "").strip() != batch.label_config.strip():  # stored without the newline
+            client.call("PATCH", f"/api/projects/{pid}", {"label_config": batch.label_config})
+
+    def _show_newest_model(self, client: ls.Client, pid: int, batch: ExportedBatch) -> None:
+        """The newest model's guesses pre-fill the tasks (Label Studio takes a model version only once
+        predictions of it exist: after the import)."""
         versions = [p["model_version"] for t in batch.tasks for p in t["predictions"]]
-        if versions and project.get("model_version") != versions[0]:
-            changes["model_version"] = versions[0]  # the newest model's guesses pre-fill the tasks
-        if changes:
-            client.call("PATCH", f"/api/projects/{pid}", changes)
+        if versions and client.call("GET", f"/api/projects/{pid}").get("model_version") != versions[0]:
+            client.call("PATCH", f"/api/projects/{pid}", {"model_version": versions[0]})
 
     def _register_webhook(self, client: ls.Client, pid: int) -> None:
         url = self.ws.params.queue.label_studio.webhook_url
@@ -204,6 +205,7 @@ class LabelStudioQueue(QueueBackend):
                     pid,
                     len(there),
                 )
+            self._show_newest_model(client, pid, batch)
             return {"label_studio_project": f"{client.url}/projects/{pid}"}
 
     def fetch(self) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from flows.round import round_flow
 from flows.stack import free_port, wait_port_open
 from flows.workspace_init import init_workspace
 from tasks import events
-from tests.integration.conftest import small_overrides
+from tests.integration.conftest import flow_runs, small_overrides
 
 LABEL_STUDIO = "label-studio==1.23.2"
 REPO = Path(__file__).resolve().parents[2]
@@ -82,6 +83,12 @@ class LabelStudio:
 
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory):
+    """One Label Studio for every test of this module (it takes minutes to start on a busy machine).
+    ``ALP_TEST_LABEL_STUDIO_URL`` reuses one already running with this module's admin and token."""
+    running = os.environ.get("ALP_TEST_LABEL_STUDIO_URL")
+    if running:
+        yield LabelStudio(running.rstrip("/"))
+        return
     exe = ls_executable()
     data = tmp_path_factory.mktemp("label-studio")
     port = free_port()
@@ -300,3 +307,353 @@ def test_label_studio_calls_the_webhook_for_created_updated_and_skipped_annotati
         proc.wait(timeout=30)
         hook_log.close()
         sys.stderr.write((tmp_path / "webhook.log").read_text()[-3000:])
+
+
+# ------------------------------------------------------------------ queue.backend: label-studio
+SECRET = "ls-backend-s3cret"
+
+
+def ls_backend(ls_url: str, webhook_url: str | None = None, **extra):
+    """A fast digits workspace whose queue is a Label Studio project alp creates."""
+    return small_overrides(
+        **{
+            "queue.backend": "label-studio",
+            "queue.label_studio.url": ls_url,
+            "queue.label_studio.webhook_url": webhook_url,
+        },
+        **extra,
+    )
+
+
+def project_tasks(ls, pid: int) -> list[dict]:
+    listed = ls.call("GET", f"/api/tasks?project={pid}&page_size=1000&fields=all")
+    return sorted(listed["tasks"] if isinstance(listed, dict) else listed, key=lambda t: t["id"])
+
+
+def choice(label):
+    return [{"from_name": "label", "to_name": "sample", "type": "choices", "value": {"choices": [label]}}]
+
+
+class FaultyProxy:
+    """A real HTTP proxy in front of Label Studio that fails on purpose: ``fail_gets`` GETs answered 503
+    (Label Studio down behind its web server), and the answer to the first task import dropped after
+    Label Studio did it (the connection reset mid-answer: the client cannot know the import happened)."""
+
+    def __init__(self, target: str, fail_gets: int = 1, drop_import: bool = True):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.target, self.fail_gets, self.drop_import = target, fail_gets, drop_import
+        self.seen: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.seen.append(f"{self.command} {self.path.split('?')[0]}")
+                if self.command == "GET" and proxy.fail_gets > 0:
+                    proxy.fail_gets -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+                resp = httpx.request(self.command, proxy.target + self.path, content=body, headers=headers, timeout=120)
+                if self.command == "POST" and self.path.split("?")[0].endswith("/import") and proxy.drop_import:
+                    proxy.drop_import = False
+                    self.close_connection = True  # Label Studio imported; its answer never arrives
+                    return
+                self.send_response(resp.status_code)
+                self.send_header("Content-Type", resp.headers.get("content-type", "application/json"))
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_label_studio_down_during_export_is_retried_and_the_batch_imported_once(
+    label_studio, stack_env, tmp_path, monkeypatch
+):
+    """The export step meets Label Studio down (503), then loses the answer to its import: both are
+    transient, Prefect retries the step, and the project holds each task of the batch once."""
+    from tests.integration.test_s3_outage import task_runs
+
+    monkeypatch.setenv("ALP_LABEL_STUDIO_TOKEN", TOKEN)
+    proxy = FaultyProxy(label_studio.url)
+    try:
+        root = tmp_path / "ls-down"
+        init_workspace(root, ls_backend(proxy.url))
+        summary = round_flow(str(root))
+    finally:
+        proxy.close()
+    assert summary["round"] == 0
+    ws = Workspace(root)
+    pid = json.loads((ws.alp_dir / "label-studio.json").read_text())["project"]
+    tasks = project_tasks(label_studio, pid)
+    assert sorted(t["data"]["sample_id"] for t in tasks) == sorted(r["sample_id"] for r in ws.batch(0))
+    assert len(tasks) == 30  # imported once, although the first import's answer was lost
+    assert proxy.seen.count(f"POST /api/projects/{pid}/import") == 1 and proxy.fail_gets == 0
+    (run,) = flow_runs(root, "alp-round")
+    (export,) = task_runs(run.id, "export-batch")
+    assert export.state.is_completed() and export.run_count == 3  # 503, lost answer, then done
+    project = label_studio.call("GET", f"/api/projects/{pid}")
+    assert (
+        project["title"] == "alp ls-down"
+        and project["label_config"].strip() == (ws.queue_dir / "label-config.xml").read_text().strip()
+    )
+
+
+def start(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with log_path.open("w") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_label_studio_backend_end_to_end_the_next_batch_appears_by_itself(
+    label_studio, stack_env, tmp_path, monkeypatch
+):
+    """alp creates the project and registers its webhook; annotations submitted in Label Studio reach
+    alp by Label Studio's own webhook calls (the ones made while `alp webhook` was down: by polling the
+    export), each is ingested once, a correction replaces its label, a skipped task is ignored, and the
+    next round's tasks appear in the project with the model's predictions — nobody presses anything."""
+    from tests.integration.test_serve_real_server import finished_rounds, wait_for
+
+    ls = label_studio
+    port = free_port()
+    env = {**os.environ, **stack_env, "ALP_LABEL_STUDIO_TOKEN": TOKEN, "ALP_WEBHOOK_SECRET": SECRET}
+    env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
+    monkeypatch.setenv("ALP_LABEL_STUDIO_TOKEN", TOKEN)
+    monkeypatch.setenv("ALP_WEBHOOK_SECRET", SECRET)
+    root = tmp_path / "ls-e2e"
+    sched = {"schedule.inbox_interval_s": 5, "schedule.trigger_fraction": 0.95}  # 29 of 30: one is skipped
+    init_workspace(root, ls_backend(ls.url, f"http://127.0.0.1:{port}/", **sched))
+    round_flow(str(root))  # the cold-start batch: alp creates the project, registers the webhook, imports
+    ws = Workspace(root)
+    pid = json.loads((ws.alp_dir / "label-studio.json").read_text())["project"]
+    (hook,) = ls.call("GET", f"/api/webhooks/?project={pid}")
+    assert hook["url"] == f"http://127.0.0.1:{port}/" and "ANNOTATION_UPDATED" in hook["actions"]
+    tasks = project_tasks(ls, pid)
+    assert [t["data"]["sample_id"] for t in tasks] == [r["sample_id"] for r in ws.batch(0)]  # alp's order
+    truth = pd.read_parquet(ws.truth_path).set_index("sample_id")["label"]
+
+    def annotate(task, label=None):
+        label = label or ws.classes[int(truth[task["data"]["sample_id"]])]
+        return ls.call("POST", f"/api/tasks/{task['id']}/annotations/", {"result": choice(label)})
+
+    def labeled():
+        return Workspace(root).labeled_set().set_index("sample_id")
+
+    alp = str(Path(sys.executable).parent / "alp")
+    missed = [annotate(t) for t in tasks[:3]]  # `alp webhook` not up yet: Label Studio's calls fail
+    hook_proc = start([alp, "webhook", str(root), "--port", str(port)], env, tmp_path / "webhook.log")
+    serve_proc = start([alp, "serve", str(root)], env, tmp_path / "serve.log")
+    try:
+        assert wait_port_open(port, 120), "alp webhook did not start listening"
+        wait_for("the missed annotations, by polling", lambda: len(labeled()) == 3, timeout=240)
+        corrected = annotate(tasks[3])
+        ls.call("POST", f"/api/tasks/{tasks[4]['id']}/annotations/", {"result": [], "was_cancelled": True})
+        for t in tasks[5:-1]:
+            annotate(t)
+        sid3 = tasks[3]["data"]["sample_id"]
+        wait_for("the webhook's labels", lambda: len(labeled()) == 28, timeout=240)
+        other = next(c for c in ws.classes if c != labeled().loc[sid3, "label"])
+        ls.call("PATCH", f"/api/annotations/{corrected['id']}/", {"result": choice(other)})
+        wait_for("the correction", lambda: labeled().loc[sid3, "label"] == other, timeout=120)
+        annotate(tasks[-1])  # the last one: the batch is ready (29 of 30)
+        t_last = time.monotonic()
+        nxt = wait_for(
+            "round 1's tasks in Label Studio",
+            lambda: [t for t in project_tasks(ls, pid) if t["data"]["round"] == 1],
+            timeout=300,
+            every=0.5,
+        )
+        latency = time.monotonic() - t_last
+        sys.stderr.write(f"\nlast annotation → next batch visible in Label Studio: {latency:.1f}s\n")
+        (run,) = wait_for("the round run", lambda: finished_rounds(root, 0))
+        assert run.state.is_completed(), run.state
+    finally:
+        stop(serve_proc)
+        stop(hook_proc, signal.SIGTERM)
+        for name in ("webhook.log", "serve.log"):
+            sys.stderr.write(f"--- {name}\n" + (tmp_path / name).read_text()[-3000:])
+    ws = Workspace(root)
+    assert len(nxt) == 20 and all(t["data"]["model_guess"] for t in nxt)
+    preds = ls.call("GET", f"/api/predictions?task={nxt[0]['id']}")
+    assert preds and preds[0]["model_version"] == "ls-e2e/round-001" and 0 < preds[0]["score"] <= 1
+    assert ls.call("GET", f"/api/projects/{pid}")["model_version"] == "ls-e2e/round-001"
+    final = ws.labeled_set()
+    assert len(final) == 29 and not final["sample_id"].duplicated().any()
+    assert tasks[4]["data"]["sample_id"] not in set(final["sample_id"])  # skipped: not labeled
+    (hist,) = ws.label_history().to_dict("records")
+    assert (hist["sample_id"], hist["replaced_by"]) == (sid3, other)
+    # each annotation version taken exactly once: 29 annotations + 1 update, one inbox file and ledger entry each
+    ledger = ws.ledger()
+    assert len(ledger) == 30 and len({e["digest"] for e in ledger}) == 30
+    assert sum(e["added"] for e in ledger) == 29 and sum(e["corrected"] for e in ledger) == 1
+    inbox = sorted(p.name for p in (ws.queue_dir / "inbox").glob("ls-*.json"))
+    assert len(inbox) == 30 and not (ws.queue_dir / "inbox" / "rejected").exists()
+    assert {f"ls-{a['id']}-" for a in missed} <= {n[: n.rindex("-") + 1] for n in inbox}
+    served_log = (tmp_path / "webhook.log").read_text()
+    assert "skipped or cancelled" in served_log  # one log line for the skipped task, nothing spooled
+    assert ws.exported_rounds() == [0, 1]
+
+
+# ------------------------------------------------------------------------------- a real browser
+DOCS = REPO / "docs"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by selenium (Debian's chromium + chromium-driver, installed with apt-get
+    when missing, as the local stack installs PostgreSQL)."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.fail("needs Debian's chromium and chromium-driver: sudo apt-get install -y chromium chromium-driver")
+        t0 = time.perf_counter()
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"],
+        ):
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        sys.stderr.write(f"\nchromium installed in {time.perf_counter() - t0:.1f}s\n")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,760"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def modality_batch(name: str):
+    """Three real samples of a modality (digits images, MNIST-1D series, the wine table), with the
+    probabilities of a model fitted on the rest: (presentation, classes, records, rows)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from al_core.sources import get_source
+    from tasks.queue import batch_records, presentation
+
+    if name == "table":
+        from sklearn.datasets import load_wine
+
+        wine = load_wine()
+        X, y, classes = wine.data, wine.target, [str(c) for c in wine.target_names]
+        pres = presentation("table", (X.shape[1],), list(wine.feature_names))
+    else:
+        src = get_source(name)
+        ds = src.load(src.params(name=name))
+        X, y, classes = ds.pool_X[:800], ds.pool_y[:800], ds.classes
+        pres = presentation(name, ds.input_shape)
+    probs = LogisticRegression(max_iter=2000).fit(X[3:], y[3:]).predict_proba(X[:3])
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    recs = batch_records(1, "margin", np.array([f"{name}-{i}" for i in range(3)]), top2[:, 1] - top2[:, 0], probs,
+                         classes, f"{name}-demo/round-001", 3)  # fmt: skip
+    return pres, classes, recs, X[:3]
+
+
+SHOWN = {"image": "images", "series": "paths", "table": "cells"}
+EDITOR_JS = """
+const q = s => Array.from(document.querySelectorAll(s));
+return {
+  checked: q('.lsf-choice__checkbox.ant-checkbox-wrapper-checked').map(e => e.innerText),
+  images: q("img[src^='data:image/png']").filter(e => e.naturalWidth > 0).map(e => [e.src, e.naturalWidth]),
+  canvases: q('canvas').map(e => e.getBoundingClientRect().width),
+  paths: q('.htx-timeseries-channel svg path').map(e => (e.getAttribute('d') || '').length),
+  cells: q('td.ant-table-cell').map(e => e.innerText),
+  text: document.body.innerText,
+};"""
+
+
+def editor(driver) -> dict:
+    """What Label Studio's editor shows now, read in one script (its React tree re-renders while loading)."""
+    return driver.execute_script(EDITOR_JS)
+
+
+def test_an_annotator_sees_each_modality_and_the_models_guess_in_a_real_browser(label_studio, browser):
+    """Chromium logs in to Label Studio and opens a task of each modality: the editor shows the image,
+    the time-series plot, the table, and the model's guess pre-selected with its probability.
+    The screenshots go to docs/ (the README shows them)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tasks.queue import label_config, label_studio_tasks
+
+    ls, driver = label_studio, browser
+    wait = WebDriverWait(driver, 90)
+    driver.get(ls.url + "/user/login/")
+    wait.until(lambda d: d.find_elements(By.NAME, "email"))[0].send_keys("admin@example.com")
+    driver.find_element(By.NAME, "password").send_keys("alp-test-pw")
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+    wait.until(lambda d: "/user/login" not in d.current_url)
+    for name, height in (("digits", 760), ("mnist1d", 760), ("table", 1180)):
+        pres, classes, recs, rows = modality_batch(name)
+        project = ls.call(
+            "POST",
+            "/api/projects",
+            {  # as the label-studio backend makes it: the model's guess pre-fills the annotation
+                "title": f"alp {name} (browser)",
+                "label_config": label_config(classes, pres),
+                "show_collab_predictions": True,
+                "model_version": recs[0]["model_version"],
+            },
+        )
+        ls.call("POST", f"/api/projects/{project['id']}/import", label_studio_tasks(recs, pres, rows))
+        first = project_tasks(ls, project["id"])[0]
+        driver.set_window_size(1280, height)
+        driver.get(f"{ls.url}/projects/{project['id']}/data?task={first['id']}")
+        kind = pres.kind
+        wait.until(lambda d, kind=kind: (st := editor(d))["checked"] and st[SHOWN[kind]])
+        time.sleep(2)  # fonts and the plot's last frame
+        png = DOCS / f"label-studio-{kind}.png"
+        png.parent.mkdir(exist_ok=True)
+        driver.save_screenshot(str(png))
+        from PIL import Image
+
+        Image.open(png).convert("RGB").quantize(colors=64).save(png, optimize=True)  # small in the repo
+        assert 10_000 < png.stat().st_size < 200_000
+        st = editor(driver)
+        guess, p = first["data"]["model_guess"], first["data"]["model_probability"]
+        assert [c.split("[")[0].strip() for c in st["checked"]] == [guess]  # the pre-annotation, selected
+        # the prediction's tab (model version, shortened to fit, and its score = the model's probability)
+        assert any(abs(float(v) - p * 100) < 0.011 for v in re.findall(r"·\s*(\d+(?:\.\d+)?)%", st["text"]))
+        if kind == "image":
+            assert [first["data"]["image"], 112] in st["images"]  # the sample's PNG, decoded
+            assert max(st["canvases"]) >= 300  # drawn in the editor, 8×8 scaled up
+        elif kind == "series":
+            assert max(st["paths"]) > 200  # a plotted line of 40 points
+        else:
+            cells = st["cells"]
+            assert "alcohol" in cells and str(first["data"]["table"]["alcohol"]) in cells
