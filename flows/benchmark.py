@@ -162,7 +162,6 @@ def _run_job_locked(job: dict[str, Any], root: Path) -> dict[str, Any]:
     from al_core.workspace import Workspace
     from flows.campaign import campaign_flow
     from flows.workspace_init import init_workspace
-    from tasks.stopping import observations as stop_observations
 
     summaries: list[dict[str, Any]] = []
     for attempt in (0, 1):
@@ -189,26 +188,15 @@ def _run_job_locked(job: dict[str, Any], root: Path) -> dict[str, Any]:
         timing = {"seconds": timing["seconds"] + wall, "rounds": timing["rounds"] + len(summaries)}
         ws.update_state(benchmark_timing=timing)
     timing = ws.state().get("benchmark_timing", {"seconds": 0.0, "rounds": 0})
-    trained = [s for s in ws.round_summaries() if s.get("metrics")]
-    labeled = ws.labeled_set()
-    acquired = labeled[labeled["round"] > 0]["label"].astype(str)  # what the strategy chose (not round 0)
-    seconds = {k: [s["seconds"].get(k, 0.0) for s in trained] for k in ("train", "score", "select", "total")}
     result = {
         "name": job["name"],
         "strategy": job["strategy"],
         "seed": job["seed"],
-        "labels": [int(s["n_labels"]) for s in trained],
-        "accuracy": [float(s["metrics"]["test_accuracy"]) for s in trained],
-        "macro_f1": [float(s["metrics"]["test_macro_f1"]) for s in trained],
-        "acquired_counts": [int((acquired == c).sum()) for c in ws.classes],
-        "classes": ws.classes,
+        **campaign_record(root),
         # wall clock of whole rounds run by this invocation (train, score, select, annotate, ingest,
         # DVC/git versioning, MLflow logging); the parts are the round flow's own timings
         "seconds_per_round": timing["seconds"] / max(timing["rounds"], 1),
         "rounds_timed": timing["rounds"],
-        "mean_seconds": {k: sum(v) / len(v) if v else 0.0 for k, v in seconds.items()},
-        # every round's stopping-criteria inputs: where each criterion fires is computed in finalize
-        "stop_observations": [dataclasses.asdict(o) for o in stop_observations(ws)],
         "wall_seconds": timing["seconds"],
         "run_id": ws.state().get("campaign_run_id"),
         "workspace": str(root),
@@ -216,6 +204,30 @@ def _run_job_locked(job: dict[str, Any], root: Path) -> dict[str, Any]:
     }
     atomic_write_json(Path(job["result_path"]), result)
     return result
+
+
+def campaign_record(root: Path) -> dict[str, Any]:
+    """A campaign's learning curve, acquired-class histogram, round timings and stopping inputs, as
+    its workspace holds them now (read only: a running campaign's trained rounds so far)."""
+    from al_core.workspace import Workspace
+    from tasks.stopping import observations as stop_observations
+
+    ws = Workspace(root)
+    trained = [s for s in ws.round_summaries() if s.get("metrics")]
+    labeled = ws.labeled_set()
+    acquired = labeled[labeled["round"] > 0]["label"].astype(str)  # what the strategy chose (not round 0)
+    seconds = {k: [s["seconds"].get(k, 0.0) for s in trained] for k in ("train", "score", "select", "total")}
+    rounds = {s["round"] for s in trained}  # a running round may have stored its observation already
+    return {
+        "labels": [int(s["n_labels"]) for s in trained],
+        "accuracy": [float(s["metrics"]["test_accuracy"]) for s in trained],
+        "macro_f1": [float(s["metrics"]["test_macro_f1"]) for s in trained],
+        "acquired_counts": [int((acquired == c).sum()) for c in ws.classes],
+        "classes": ws.classes,
+        "mean_seconds": {k: sum(v) / len(v) if v else 0.0 for k, v in seconds.items()},
+        # every round's stopping-criteria inputs: where each criterion fires is computed in the report
+        "stop_observations": [dataclasses.asdict(o) for o in stop_observations(ws) if o.round in rounds],
+    }
 
 
 def _discard_run(tracking_uri: str, run_id: str | None) -> None:
@@ -490,15 +502,7 @@ def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
     cfg = bench.cfg
     results = _load_results(bench)
     client = bench._client()
-    runs = [
-        RunResult(
-            r["strategy"], r["seed"], r["labels"], r["accuracy"], r["mean_seconds"]["total"], r["acquired_counts"]
-        )
-        for r in results
-    ]
-    rows = summarize(runs, cfg.targets)
-    table = markdown_table(rows, cfg.targets)
-    points = benchmark_stop_points(cfg, results, runs)
+    runs = _run_results(results)
     now = int(time.time() * 1000)
     for r, run in zip(results, runs, strict=True):
         if r["mlflow_logged"] or not r.get("run_id"):
@@ -524,28 +528,13 @@ def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
         r["mlflow_logged"] = True
         atomic_write_json(bench.result_path(r["name"]), r)
 
-    curves = {
-        row["strategy"]: mean_std_curve(
-            [(r["labels"], r["accuracy"]) for r in results if r["strategy"] == row["strategy"]]
-        )
-        for row in rows
-    }
-    figure = bench.out / "learning_curve.png"
-    if curves:
-        plot_learning_curves(curves, cfg, figure, points)
-    md = bench.out / "results.md"
-    stop_md = stopping_section(points)
-    atomic_write_text(md, results_markdown(cfg, table, results) + stop_md)
-    js = bench.out / "results.json"
-    stops = [
-        {**dataclasses.asdict(p), "labels_saved": p.labels_saved, "accuracy_lost": p.accuracy_lost} for p in points
-    ]
-    atomic_write_json(js, {"config": cfg.model_dump(), "rows": rows, "runs": results, "stopping": stops})
+    report = render_report(cfg, results, bench.out)
+    figure, md, js = (Path(report[k]) for k in ("figure", "table_path", "json"))
     for p in (figure, md, js):
         if p.exists():
             client.log_artifact(parent_run_id, str(p))
     parent_metrics = []
-    for row in rows:
+    for row in report["rows"]:
         key = _mlflow_name(row["strategy"])
         values = {"aulc": row["aulc"][0], "final_accuracy": row["final_accuracy"][0]}
         values |= {f"labels_to_{t:g}": row[f"labels_to_{t:g}"][0] for t in cfg.targets}
@@ -554,6 +543,42 @@ def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
         client.log_batch(parent_run_id, metrics=parent_metrics)
     if len(results) == len(cfg.strategies) * len(cfg.seeds):
         client.set_terminated(parent_run_id, "FINISHED")
+    return report
+
+
+def _run_results(results: list[dict[str, Any]]) -> list[RunResult]:
+    return [
+        RunResult(
+            r["strategy"], r["seed"], r["labels"], r["accuracy"], r["mean_seconds"]["total"], r["acquired_counts"]
+        )
+        for r in results
+    ]
+
+
+def render_report(cfg: BenchmarkConfig, results: list[dict[str, Any]], dest: Path, partial: bool = False) -> dict:
+    """The table, the stopping table, the learning-curve figure and results.json of ``results`` into ``dest``."""
+    runs = _run_results(results)
+    rows = summarize(runs, cfg.targets)
+    table = markdown_table(rows, cfg.targets)
+    points = benchmark_stop_points(cfg, results, runs)
+    curves = {
+        row["strategy"]: mean_std_curve(
+            [(r["labels"], r["accuracy"]) for r in results if r["strategy"] == row["strategy"]]
+        )
+        for row in rows
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    figure = dest / "learning_curve.png"
+    if curves:
+        plot_learning_curves(curves, cfg, figure, points)
+    md = dest / "results.md"
+    stop_md = stopping_section(points)
+    atomic_write_text(md, results_markdown(cfg, table, results, partial) + stop_md)
+    js = dest / "results.json"
+    stops = [
+        {**dataclasses.asdict(p), "labels_saved": p.labels_saved, "accuracy_lost": p.accuracy_lost} for p in points
+    ]
+    atomic_write_json(js, {"config": cfg.model_dump(), "rows": rows, "runs": results, "stopping": stops})
     return {
         "rows": rows,
         "table": table,
@@ -564,13 +589,37 @@ def finalize(bench: BenchmarkRun, parent_run_id: str) -> dict[str, Any]:
     }
 
 
-def results_markdown(cfg: BenchmarkConfig, table: str, results: list[dict[str, Any]]) -> str:
+def partial_report(cfg: BenchmarkConfig, out: Path, dest: Path) -> dict[str, Any]:
+    """The report over every campaign's trained rounds so far — finished, running or interrupted — into
+    ``dest`` (outside ``out``). Reads ``out``'s workspaces only: no MLflow, nothing written there."""
+    if dest.resolve() == out.resolve():
+        raise ConfigError(f"--report-to {dest} is the benchmark folder itself: name another folder for the report")
+    results = []
+    for strategy in cfg.strategies:
+        for seed in cfg.seeds:
+            root = out / "workspaces" / job_name(strategy, seed)
+            if (root / "params.yaml").exists() and (record := campaign_record(root))["labels"]:
+                results.append({"name": job_name(strategy, seed), "strategy": strategy, "seed": seed, **record})
+    if not results:
+        raise ConfigError(f"{out} has no trained round yet: nothing to report (is it an alp benchmark folder?)")
+    return render_report(cfg, results, dest, partial=True)
+
+
+def results_markdown(cfg: BenchmarkConfig, table: str, results: list[dict[str, Any]], partial: bool = False) -> str:
     done = sorted({(r["strategy"], r["seed"]) for r in results})
+    total = len(cfg.strategies) * len(cfg.seeds)
+    if partial:
+        cut = ", ".join(f"{r['name']} at {r['labels'][-1]}" for r in results if r["labels"][-1] < cfg.label_grid()[-1])
+        state = (
+            f"{len(done)} of {total} campaigns so far, unfinished ones up to their last trained round ({cut or 'none'})"
+        )
+    else:
+        state = f"{len(done)} of {total} strategy × seed campaigns finished"
     return (
         f"# Benchmark `{cfg.name}`\n\n"
         f"{cfg.dataset}, model `{cfg.model}`, {cfg.initial_size} initial labels"
         f"{' (class-balanced)' if cfg.initial_balanced else ''}, {cfg.batch_size} per round, budget {cfg.budget}; "
-        f"{len(done)} of {len(cfg.strategies) * len(cfg.seeds)} strategy × seed campaigns finished.\n\n"
+        f"{state}.\n\n"
         f"{table}\n"
         "Labels to target: first trained round at or above the target (mean ± std over the seeds that "
         "reached it; '> B': none did within the budget); × random: its ratio to random's ('< x' when random "
@@ -695,6 +744,14 @@ def benchmark_command(
             "--set", help="Override a config key: --set budget=150, --set params.acquisition.pool_subset=1000"
         ),
     ] = None,
+    report_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--report-to",
+            help="Run nothing: write the tables and figure over the rounds trained so far (unfinished "
+            "campaigns up to their last round) into this folder.",
+        ),
+    ] = None,
 ) -> None:
     """Label-efficiency benchmark: every strategy × seed as a simulated campaign; learning curves and a table."""
     for key, value in WORKER_ENV.items():
@@ -703,6 +760,11 @@ def benchmark_command(
     err = Console(stderr=True, soft_wrap=True)
     try:
         cfg = load_benchmark_config(config, parse_sets(set_ or [], example="budget=150"))
+        if report_to is not None:
+            report = partial_report(cfg, out or Path("benchmark-runs") / cfg.name, report_to)
+            Console(soft_wrap=True).print(report["table"] + report["stopping"], markup=False, highlight=False)
+            err.print(f"figure: {report['figure']}  table: {report['table_path']}", highlight=False)
+            return
         report = run_benchmark(
             cfg, out or Path("benchmark-runs") / cfg.name, workers, strategy, seed, console=err, redo=redo
         )

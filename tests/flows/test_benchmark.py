@@ -4,6 +4,7 @@ campaign flow (Prefect test harness API shared by 2 spawned workers), MLflow, gi
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from al_core.errors import ConfigError
 from al_core.workspace import Workspace
-from flows.benchmark import load_benchmark_config, run_benchmark
+from flows.benchmark import load_benchmark_config, partial_report, run_benchmark
 from flows.cli import app
 from tests.flows.conftest import small_overrides
 
@@ -70,6 +72,29 @@ def test_figure_and_table(bench):
     budget = [p for p in data["stopping"] if p["criterion"] == "budget"]
     assert len(budget) == 4 and all(p["labels"] == 50 and p["labels_saved"] == 0 for p in budget)
     assert len(data["stopping"]) == 4 * 5 and "| random | 0 | " in stopping and "labels saved" in stopping
+
+
+def test_report_so_far_covers_unfinished_campaigns_and_writes_nothing_there(bench, tmp_path):
+    cfg, out, report = bench
+    own = {p: p.stat().st_mtime_ns for p in (out / "results.md", out / "results.json", out / "learning_curve.png")}
+    res = CliRunner().invoke(app, ["benchmark", str(TINY), "--out", str(out), "--report-to", str(tmp_path / "now")])
+    assert res.exit_code == 0, res.output
+    assert report["table"] in res.output  # every campaign finished: the benchmark's own table
+    assert (tmp_path / "now" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p: p.stat().st_mtime_ns for p in own} == own
+    # a campaign cut after its first trained round (its second round's summary not written yet)
+    cut = tmp_path / "cut" / "workspaces" / "entropy-s1"
+    shutil.copytree(out / "workspaces" / "entropy-s1", cut, symlinks=True)
+    (cut / ".alp" / "rounds" / "round-002.json").unlink()
+    part = partial_report(cfg, tmp_path / "cut", tmp_path / "cut-report")
+    data = json.loads(Path(part["json"]).read_text())
+    assert [(r["name"], r["labels"]) for r in data["runs"]] == [("entropy-s1", [30])]
+    assert {p["labels"] for p in data["stopping"]} <= {30, None}  # round 2's observation is left out
+    assert "entropy-s1 at 30" in Path(part["table_path"]).read_text()
+    with pytest.raises(ConfigError, match="no trained round"):
+        partial_report(cfg, tmp_path / "empty", tmp_path / "x")
+    with pytest.raises(ConfigError, match="benchmark folder itself"):
+        partial_report(cfg, out, out)
 
 
 def test_mlflow_parent_and_nested_runs(bench):
