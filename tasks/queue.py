@@ -26,13 +26,12 @@ import json
 import re
 from dataclasses import dataclass
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from al_core.data import read_table, read_uris
+from al_core.data import read_uris
 from al_core.errors import ALError, WorkspaceError
 from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_text, round_name
 from tasks import queues
@@ -136,8 +135,9 @@ def workspace_presentation(ws: Workspace) -> Presentation:
     names: list[str] | None = list(getattr(ds, "feature_columns", None) or []) or None
     if names is None and meta["dataset"] == "table" and getattr(ds, "path", None):
         try:
-            cols = read_table(Path(ds.path).expanduser()).select_dtypes("number").columns
-            names = [c for c in cols if c not in (ds.id_column, ds.label_column)]
+            from al_core.sources.table import feature_names  # the schema only: a pool of millions stays on disk
+
+            names = feature_names(ds)
         except (OSError, ValueError, ALError):  # the table moved: generic names
             names = None
     return presentation(meta["dataset"], tuple(meta["input_shape"]), names)

@@ -130,6 +130,19 @@ def _is_parquet(path: str) -> bool:
     return local.is_dir() or local.suffix.lower() in (".parquet", ".pq")
 
 
+def feature_names(p: TableParams) -> list[str]:
+    """The table's feature columns (``feature_columns``, else every numeric column but id and label),
+    from the Parquet schema alone, or the first rows of a CSV: never the whole table."""
+    if p.feature_columns:
+        return list(p.feature_columns)
+    path = str(p.path or "")
+    if _is_parquet(path):
+        fields = [f for f in open_dataset(path).schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
+        return [f.name for f in fields if f.name not in (p.id_column, p.label_column)]
+    head = pd.read_csv(Path(path).expanduser(), nrows=1000, sep="\t" if path.lower().endswith(".tsv") else ",")
+    return [c for c in head.select_dtypes("number").columns if c not in (p.id_column, p.label_column)]
+
+
 def prepare_stream(p: TableParams, out: PreparedFiles) -> dict[str, Any] | None:
     """Write the pool, test and validation tables and the ground truth from a Parquet table read in
     row-group batches (pyarrow datasets, local or ``s3://``): what stays in memory for the whole
@@ -147,11 +160,7 @@ def prepare_stream(p: TableParams, out: PreparedFiles) -> dict[str, Any] | None:
             f"{where}: no '{p.label_column}' column. alp needs ground truth for a simulated campaign and a labeled "
             "test set; add the label column (or set dataset.label_column)"
         )
-    features = p.feature_columns or [
-        f.name
-        for f in data.schema
-        if f.name not in (p.id_column, p.label_column) and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
-    ]
+    features = feature_names(p)
     missing = [c for c in features if c not in names]
     if missing:
         raise DatasetError(f"{where}: dataset.feature_columns names missing columns {missing}")
