@@ -189,13 +189,7 @@ def test_label_studio_round_trip(label_studio, stack_env, tmp_path, monkeypatch)
     with pytest.raises(LabelValidationError, match="out of date"):
         ingest_flow(str(root), [str(stale)])
     assert events.runtime_state(Workspace(root))["last_batch_ready"]["round"] == 0  # what fires the round deployment
-
-    summary = round_flow(str(root), after_batch=0)
-    assert summary["tag"] == "round-001" and Workspace(root).exported_rounds() == [0, 1]
-    # the next batch, with the model's predictions, imports too
-    tasks1 = json.loads((ws.queue_dir / "round-001" / "label-studio.json").read_text())
-    assert all(t["predictions"] for t in tasks1)
-    assert ls.call("POST", f"/api/projects/{project['id']}/import", tasks1)["task_count"] == 20
+    # the next round, its tasks with predictions in the project: the label-studio backend's test below
 
 
 @pytest.mark.parametrize(
@@ -231,82 +225,6 @@ def test_each_modality_imports_with_its_labeling_config(label_studio, dataset, s
     preds = ls.call("GET", f"/api/predictions?task={first['id']}")
     assert [p["score"] for p in preds] == [0.5]
     assert preds[0]["result"][0]["value"]["choices"] == ["dog"] and preds[0]["model_version"] == "m/round-001"
-
-
-def test_label_studio_calls_the_webhook_for_created_updated_and_skipped_annotations(
-    label_studio, stack_env, tmp_path, monkeypatch
-):
-    """Label Studio's own webhook calls: a created annotation is ingested (annotator named through the
-    API), an updated one to another class corrects it (the old label in the history), a skipped one adds nothing."""
-    monkeypatch.setenv("ALP_LABEL_STUDIO_URL", label_studio.url)
-    monkeypatch.setenv("ALP_LABEL_STUDIO_TOKEN", TOKEN)
-    ls = label_studio
-    root = tmp_path / "ls-hook"
-    init_workspace(root, small_overrides())
-    round_flow(str(root))
-    ws = Workspace(root)
-    config = (ws.queue_dir / "label-config.xml").read_text()
-    project = ls.call("POST", "/api/projects", {"title": "alp hook", "label_config": config})
-    ls.call(
-        "POST",
-        f"/api/projects/{project['id']}/import",
-        json.loads((ws.queue_dir / "round-000" / "label-studio.json").read_text()),
-    )
-    from prefect.settings import PREFECT_API_URL
-
-    port = free_port()
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "ALP_WEBHOOK_SECRET": "hook-s3cret"}
-    hook_log = (tmp_path / "webhook.log").open("w")
-    alp = str(Path(sys.executable).parent / "alp")
-    proc = subprocess.Popen(
-        [alp, "webhook", str(root), "--port", str(port)], env=env, stdout=hook_log, stderr=subprocess.STDOUT
-    )
-    assert wait_port_open(port, 120), "alp webhook did not start listening"
-    try:
-        hook = {
-            "project": project["id"],
-            "url": f"http://127.0.0.1:{port}/",
-            "send_payload": True,
-            "send_for_all_actions": False,
-            "headers": {"Authorization": "Token hook-s3cret"},
-            "actions": ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"],
-        }
-        ls.call("POST", "/api/webhooks/", hook)
-        listed = ls.call("GET", f"/api/tasks?project={project['id']}&page_size=100")
-        listed = sorted(listed["tasks"] if isinstance(listed, dict) else listed, key=lambda t: t["id"])
-        first, second = listed[0], listed[1]
-        sid = first["data"]["sample_id"]
-
-        def choice(label):
-            return [{"from_name": "label", "to_name": "sample", "type": "choices", "value": {"choices": [label]}}]
-
-        def labels_when(pred, timeout=120):
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                labeled = Workspace(root).labeled_set().set_index("sample_id")
-                if pred(labeled):
-                    return labeled
-                time.sleep(0.5)
-            raise AssertionError(f"not ingested in {timeout}s: {Workspace(root).labeled_set()}")
-
-        a, b = ws.classes[0], ws.classes[1]
-        ann = ls.call("POST", f"/api/tasks/{first['id']}/annotations/", {"result": choice(a)})
-        labeled = labels_when(lambda df: sid in df.index)
-        assert labeled.loc[sid, "label"] == a and labeled.loc[sid, "annotator"] == "admin@example.com"
-        ls.call("PATCH", f"/api/annotations/{ann['id']}/", {"result": choice(b)})
-        labeled = labels_when(lambda df: df.loc[sid, "label"] == b)
-        assert len(labeled) == 1
-        (hist,) = Workspace(root).label_history().to_dict("records")
-        assert (hist["label"], hist["replaced_by"], hist["replaced_by_annotator"]) == (a, b, "admin@example.com")
-        # skipped in Label Studio: nothing is labeled
-        ls.call("POST", f"/api/tasks/{second['id']}/annotations/", {"result": [], "was_cancelled": True})
-        time.sleep(3)
-        assert second["data"]["sample_id"] not in set(Workspace(root).labeled_set()["sample_id"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        hook_log.close()
-        sys.stderr.write((tmp_path / "webhook.log").read_text()[-3000:])
 
 
 # ------------------------------------------------------------------ queue.backend: label-studio
@@ -434,7 +352,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
 
 
 def test_label_studio_backend_end_to_end_the_next_batch_appears_by_itself(
-    label_studio, stack_env, tmp_path, monkeypatch
+    label_studio, stack_env, tmp_path, monkeypatch, capsys
 ):
     """alp creates the project and registers its webhook; annotations submitted in Label Studio reach
     alp by Label Studio's own webhook calls (the ones made while `alp webhook` was down: by polling the
@@ -449,7 +367,8 @@ def test_label_studio_backend_end_to_end_the_next_batch_appears_by_itself(
     monkeypatch.setenv("ALP_LABEL_STUDIO_TOKEN", TOKEN)
     monkeypatch.setenv("ALP_WEBHOOK_SECRET", SECRET)
     root = tmp_path / "ls-e2e"
-    sched = {"schedule.inbox_interval_s": 5, "schedule.trigger_fraction": 0.95}  # 29 of 30: one is skipped
+    sched = {"schedule.inbox_interval_s": 5, "schedule.trigger_fraction": 0.9}  # 9 of 10: one is skipped
+    sched.update({"acquisition.initial_size": 10, "acquisition.batch_size": 10})
     init_workspace(root, ls_backend(ls.url, f"http://127.0.0.1:{port}/", **sched))
     round_flow(str(root))  # the cold-start batch: alp creates the project, registers the webhook, imports
     ws = Workspace(root)
@@ -468,22 +387,22 @@ def test_label_studio_backend_end_to_end_the_next_batch_appears_by_itself(
         return Workspace(root).labeled_set().set_index("sample_id")
 
     alp = str(Path(sys.executable).parent / "alp")
-    missed = [annotate(t) for t in tasks[:3]]  # `alp webhook` not up yet: Label Studio's calls fail
+    missed = [annotate(t) for t in tasks[:2]]  # `alp webhook` not up yet: Label Studio's calls fail
     hook_proc = start([alp, "webhook", str(root), "--port", str(port)], env, tmp_path / "webhook.log")
     serve_proc = start([alp, "serve", str(root)], env, tmp_path / "serve.log")
     try:
         assert wait_port_open(port, 120), "alp webhook did not start listening"
-        wait_for("the missed annotations, by polling", lambda: len(labeled()) == 3, timeout=240)
-        corrected = annotate(tasks[3])
-        ls.call("POST", f"/api/tasks/{tasks[4]['id']}/annotations/", {"result": [], "was_cancelled": True})
-        for t in tasks[5:-1]:
+        wait_for("the missed annotations, by polling", lambda: len(labeled()) == 2, timeout=240)
+        corrected = annotate(tasks[2])
+        ls.call("POST", f"/api/tasks/{tasks[3]['id']}/annotations/", {"result": [], "was_cancelled": True})
+        for t in tasks[4:-1]:
             annotate(t)
-        sid3 = tasks[3]["data"]["sample_id"]
-        wait_for("the webhook's labels", lambda: len(labeled()) == 28, timeout=240)
+        sid3 = tasks[2]["data"]["sample_id"]
+        wait_for("the webhook's labels", lambda: len(labeled()) == 8, timeout=240)
         other = next(c for c in ws.classes if c != labeled().loc[sid3, "label"])
         ls.call("PATCH", f"/api/annotations/{corrected['id']}/", {"result": choice(other)})
         wait_for("the correction", lambda: labeled().loc[sid3, "label"] == other, timeout=120)
-        annotate(tasks[-1])  # the last one: the batch is ready (29 of 30)
+        annotate(tasks[-1])  # the last one: the batch is ready (9 of 10)
         t_last = time.monotonic()
         nxt = wait_for(
             "round 1's tasks in Label Studio",
@@ -492,7 +411,8 @@ def test_label_studio_backend_end_to_end_the_next_batch_appears_by_itself(
             every=0.5,
         )
         latency = time.monotonic() - t_last
-        sys.stderr.write(f"\nlast annotation → next batch visible in Label Studio: {latency:.1f}s\n")
+        with capsys.disabled():
+            print(f"\nlast annotation → next batch visible in Label Studio: {latency:.1f}s")
         (run,) = wait_for("the round run", lambda: finished_rounds(root, 0))
         assert run.state.is_completed(), run.state
     finally:
@@ -501,21 +421,22 @@ def test_label_studio_backend_end_to_end_the_next_batch_appears_by_itself(
         for name in ("webhook.log", "serve.log"):
             sys.stderr.write(f"--- {name}\n" + (tmp_path / name).read_text()[-3000:])
     ws = Workspace(root)
-    assert len(nxt) == 20 and all(t["data"]["model_guess"] for t in nxt)
+    assert len(nxt) == 10 and all(t["data"]["model_guess"] for t in nxt)
     preds = ls.call("GET", f"/api/predictions?task={nxt[0]['id']}")
     assert preds and preds[0]["model_version"] == "ls-e2e/round-001" and 0 < preds[0]["score"] <= 1
     assert ls.call("GET", f"/api/projects/{pid}")["model_version"] == "ls-e2e/round-001"
     final = ws.labeled_set()
-    assert len(final) == 29 and not final["sample_id"].duplicated().any()
-    assert tasks[4]["data"]["sample_id"] not in set(final["sample_id"])  # skipped: not labeled
+    assert len(final) == 9 and not final["sample_id"].duplicated().any()
+    assert set(final["annotator"]) == {"admin@example.com"}  # Label Studio's user id, named through its API
+    assert tasks[3]["data"]["sample_id"] not in set(final["sample_id"])  # skipped: not labeled
     (hist,) = ws.label_history().to_dict("records")
     assert (hist["sample_id"], hist["replaced_by"]) == (sid3, other)
-    # each annotation version taken exactly once: 29 annotations + 1 update, one inbox file and ledger entry each
+    # each annotation version taken exactly once: 9 annotations + 1 update, one inbox file and ledger entry each
     ledger = ws.ledger()
-    assert len(ledger) == 30 and len({e["digest"] for e in ledger}) == 30
-    assert sum(e["added"] for e in ledger) == 29 and sum(e["corrected"] for e in ledger) == 1
+    assert len(ledger) == 10 and len({e["digest"] for e in ledger}) == 10
+    assert sum(e["added"] for e in ledger) == 9 and sum(e["corrected"] for e in ledger) == 1
     inbox = sorted(p.name for p in (ws.queue_dir / "inbox").glob("ls-*.json"))
-    assert len(inbox) == 30 and not (ws.queue_dir / "inbox" / "rejected").exists()
+    assert len(inbox) == 10 and not (ws.queue_dir / "inbox" / "rejected").exists()
     assert {f"ls-{a['id']}-" for a in missed} <= {n[: n.rindex("-") + 1] for n in inbox}
     served_log = (tmp_path / "webhook.log").read_text()
     assert "skipped or cancelled" in served_log  # one log line for the skipped task, nothing spooled
@@ -574,10 +495,11 @@ def modality_batch(name: str):
         pres = presentation("table", (X.shape[1],), list(wine.feature_names))
     else:
         src = get_source(name)
-        ds = src.load(src.params(name=name))
-        X, y, classes = ds.pool_X[:800], ds.pool_y[:800], ds.classes
+        small = {"pool_size": 400, "test_size": 10} if name == "mnist1d" else {}
+        ds = src.load(src.params(name=name, **small))
+        X, y, classes = ds.pool_X[:400], ds.pool_y[:400], ds.classes
         pres = presentation(name, ds.input_shape)
-    probs = LogisticRegression(max_iter=2000).fit(X[3:], y[3:]).predict_proba(X[:3])
+    probs = LogisticRegression(max_iter=300).fit(X[3:] / X.std(), y[3:]).predict_proba(X[:3] / X.std())
     top2 = np.sort(probs, axis=1)[:, -2:]
     recs = batch_records(1, "margin", np.array([f"{name}-{i}" for i in range(3)]), top2[:, 1] - top2[:, 0], probs,
                          classes, f"{name}-demo/round-001", 3)  # fmt: skip
