@@ -444,7 +444,8 @@ def test_label_studio_backend_end_to_end_the_next_batch_appears_by_itself(
 
 
 # ------------------------------------------------------------------------------- a real browser
-DOCS = REPO / "docs"
+#: where the screenshots go: a temporary folder, or docs/ with ALP_SCREENSHOTS=docs (the README's pictures)
+SCREENSHOTS_ENV = "ALP_SCREENSHOTS"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -524,10 +525,11 @@ def editor(driver) -> dict:
     return driver.execute_script(EDITOR_JS)
 
 
-def test_an_annotator_sees_each_modality_and_the_models_guess_in_a_real_browser(label_studio, browser):
+def test_an_annotator_sees_each_modality_and_the_models_guess_in_a_real_browser(label_studio, browser, tmp_path):
     """Chromium logs in to Label Studio and opens a task of each modality: the editor shows the image,
     the time-series plot, the table, and the model's guess pre-selected with its probability.
-    The screenshots go to docs/ (the README shows them)."""
+    The screenshots go to docs/ with ALP_SCREENSHOTS=docs (the README shows them), else to a temporary
+    folder, so a test run leaves the checkout as it was."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -559,7 +561,9 @@ def test_an_annotator_sees_each_modality_and_the_models_guess_in_a_real_browser(
         kind = pres.kind
         wait.until(lambda d, kind=kind: (st := editor(d))["checked"] and st[SHOWN[kind]])
         time.sleep(2)  # fonts and the plot's last frame
-        png = DOCS / f"label-studio-{kind}.png"
+        png = (
+            REPO / os.environ[SCREENSHOTS_ENV] if os.environ.get(SCREENSHOTS_ENV) else tmp_path
+        ) / f"label-studio-{kind}.png"
         png.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(png))
         from PIL import Image
