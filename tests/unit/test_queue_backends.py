@@ -87,3 +87,17 @@ def test_a_file_queue_publishes_batch_last_and_once_and_pulls_its_inbox(tmp_path
     assert (tmp_path / "local" / "inbox" / "ana__r0.jsonl").read_text() == "{}\n"
     (url,) = backend.answer(0, [{"sample_id": "a", "label": "cat", "annotator": "oracle"}])
     assert url.endswith("remote/inbox/round-000-oracle.jsonl")
+
+
+def test_an_annotation_version_is_one_name_whichever_way_it_comes():
+    """The webhook payload and the export spell one updated_at differently: one inbox name; an update
+    (a later updated_at) is a new version; ids from a payload never become paths."""
+    from tasks.queues.label_studio import spool_name
+
+    hook = {"id": 42, "updated_at": "2026-12-01T10:00:00.123456Z"}
+    export = {"id": 42, "updated_at": "2026-12-01T10:00:00.123456+00:00", "created_at": "2026-12-01T09:00:00Z"}
+    assert spool_name(hook) == spool_name(export)
+    assert spool_name({**hook, "updated_at": "2026-12-01T10:05:00Z"}) != spool_name(hook)
+    assert spool_name({"id": 42, "created_at": "2026-12-01T09:00:00Z"}).startswith("ls-42-")
+    name = spool_name({"id": "../../etc/passwd", "updated_at": "x"})
+    assert "/" not in name and name.startswith("ls-") and name.endswith(".json")
