@@ -234,7 +234,9 @@ def _stream_rows(
     where = str(p.path)
     keep: dict[str, list] = {"pool_ids": [], "pool_y": [], "test": [], "val": []}
     row = pool_row = 0
-    for batch in data.to_batches(columns=[p.id_column, *features, p.label_column], batch_size=ROW_GROUP_ROWS):
+    columns = [p.id_column, *features, p.label_column]
+    # one batch in flight: the scanner's default read-ahead (16 batches, 4 files) holds ~1 GB of a wide table
+    for batch in data.to_batches(columns=columns, batch_size=ROW_GROUP_ROWS, batch_readahead=1, fragment_readahead=1):
         if batch.num_rows == 0:
             continue
         ids = batch.column(p.id_column).cast(pa.string())
