@@ -97,7 +97,9 @@ def test_a_dataset_section_without_its_name_says_so():
 
 @pytest.mark.parametrize("path", ["../../elsewhere", "queue/../../out", ".."])
 def test_a_queue_folder_cannot_leave_the_workspace(path):
+    from tasks.queues import check  # the queue backend checks its path (tasks/queues/folder.py)
+
     with pytest.raises(ConfigError, match="leaves the workspace"):
-        parse_params({"queue": {"path": path}})
-    assert parse_params({"queue": {"path": "labeling/queue"}}).queue.path == "labeling/queue"
-    assert parse_params({"queue": {"path": "/srv/queue"}}).queue.path == "/srv/queue"  # absolute: by intent
+        check(parse_params({"queue": {"path": path}}).queue)
+    assert check(parse_params({"queue": {"path": "labeling/queue"}}).queue).name == "folder"
+    assert check(parse_params({"queue": {"path": "/srv/queue"}}).queue).name == "folder"  # absolute: by intent
