@@ -138,7 +138,7 @@ def test_label_studio_round_trip(label_studio, stack_env, tmp_path, monkeypatch)
     monkeypatch.setenv("ALP_LABEL_STUDIO_URL", ls.url)  # annotators named through the API
     monkeypatch.setenv("ALP_LABEL_STUDIO_TOKEN", TOKEN)
     root = tmp_path / "ls-ws"
-    init_workspace(root, small_overrides())
+    init_workspace(root, small_overrides(**{"acquisition.initial_size": 10}))
     round_flow(str(root))
     ws = Workspace(root)
 
@@ -147,7 +147,7 @@ def test_label_studio_round_trip(label_studio, stack_env, tmp_path, monkeypatch)
     )
     tasks = json.loads((ws.queue_dir / "round-000" / "label-studio.json").read_text())
     imported = ls.call("POST", f"/api/projects/{project['id']}/import", tasks)
-    assert imported["task_count"] == 30
+    assert imported["task_count"] == 10
 
     truth = pd.read_parquet(ws.truth_path).set_index("sample_id")["label"]
     listed = ls.call("GET", f"/api/tasks?project={project['id']}&page_size=100")
@@ -159,12 +159,12 @@ def test_label_studio_round_trip(label_studio, stack_env, tmp_path, monkeypatch)
         ls.call("POST", f"/api/tasks/{t['id']}/annotations/", {"result": result})
 
     export = ls.call("GET", f"/api/projects/{project['id']}/export?exportType=JSON")
-    assert len(export) == 30 and all(len(t["annotations"]) == 1 for t in export)
+    assert len(export) == 10 and all(len(t["annotations"]) == 1 for t in export)
     export_file = tmp_path / "project-export.json"
     export_file.write_text(json.dumps(export))
 
     (result,) = ingest_flow(str(root), [str(export_file)])
-    assert result["added"] == 30
+    assert result["added"] == 10
     labeled = Workspace(root).labeled_set().set_index("sample_id")
     assert all(labeled.loc[sid, "label"] == ws.classes[int(truth[sid])] for sid in labeled.index)
     assert set(labeled["annotator"]) == {"admin@example.com"}  # the export's user id 1, named by the API
@@ -315,7 +315,7 @@ def test_label_studio_down_during_export_is_retried_and_the_batch_imported_once(
     proxy = FaultyProxy(label_studio.url)
     try:
         root = tmp_path / "ls-down"
-        init_workspace(root, ls_backend(proxy.url))
+        init_workspace(root, ls_backend(proxy.url, **{"acquisition.initial_size": 10}))
         summary = round_flow(str(root))
     finally:
         proxy.close()
@@ -324,7 +324,7 @@ def test_label_studio_down_during_export_is_retried_and_the_batch_imported_once(
     pid = json.loads((ws.alp_dir / "label-studio.json").read_text())["project"]
     tasks = project_tasks(label_studio, pid)
     assert sorted(t["data"]["sample_id"] for t in tasks) == sorted(r["sample_id"] for r in ws.batch(0))
-    assert len(tasks) == 30  # imported once, although the first import's answer was lost
+    assert len(tasks) == 10  # imported once, although the first import's answer was lost
     assert proxy.seen.count(f"POST /api/projects/{pid}/import") == 1 and proxy.fail_gets == 0
     (run,) = flow_runs(root, "alp-round")
     (export,) = task_runs(run.id, "export-batch")
