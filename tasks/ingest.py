@@ -25,6 +25,7 @@ import pandas as pd
 
 from al_core import faults
 from al_core.labels import HISTORY_COLUMNS, LABELED_COLUMNS, file_digest, parse_label_file, validate_labels
+from al_core.pool import read_pool_ids
 from al_core.workspace import Workspace, atomic_write_text
 from tasks import label_studio
 
@@ -58,7 +59,8 @@ def _ingest_locked(ws: Workspace, path: Path, partial: bool, source: str) -> Ing
         result.already_ingested = True
         return result
     records, parse_problems = parse_label_file(path.name, data)
-    ids = ws.pool_ids()
+    in_file = sorted({str(rec.sample_id) for rec in records})
+    found = read_pool_ids(ws.pool_path).positions(in_file) >= 0  # a pool of millions: no set of every id
     labeled = ws.labeled_set()
     new, problems = validate_labels(
         str(path),
@@ -66,7 +68,7 @@ def _ingest_locked(ws: Workspace, path: Path, partial: bool, source: str) -> Ing
         parse_problems,
         classes=ws.classes,
         label_format=ws.params.queue.label_format,
-        pool_ids=set(ids.tolist()),
+        pool_ids={sid for sid, hit in zip(in_file, found, strict=True) if hit},
         queued=ws.queued(),
         labeled=dict(zip(labeled["sample_id"], labeled["label"], strict=True)),
         partial=partial,
