@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
@@ -122,6 +123,9 @@ def load(p: TableParams) -> Dataset:
 
 
 # ---------------------------------------------------------------------- streamed prepare (big tables)
+_NO_PRE_BUFFER = pads.ParquetFragmentScanOptions(pre_buffer=False)
+
+
 def _is_parquet(path: str) -> bool:
     """A Parquet file or folder of files, local or s3://: read in batches, never whole in memory."""
     if "://" in path:
@@ -235,8 +239,10 @@ def _stream_rows(
     keep: dict[str, list] = {"pool_ids": [], "pool_y": [], "test": [], "val": []}
     row = pool_row = 0
     columns = [p.id_column, *features, p.label_column]
-    # one batch in flight: the scanner's default read-ahead (16 batches, 4 files) holds ~1 GB of a wide table
-    for batch in data.to_batches(columns=columns, batch_size=ROW_GROUP_ROWS, batch_readahead=1, fragment_readahead=1):
+    # one batch in flight: the scanner's read-ahead (16 batches, 4 files) and pre-buffering of a file's
+    # column chunks held up to the whole table (10M rows: 4 GB and growing)
+    scan = {"batch_readahead": 1, "fragment_readahead": 1, "fragment_scan_options": _NO_PRE_BUFFER}
+    for batch in data.to_batches(columns=columns, batch_size=ROW_GROUP_ROWS, **scan):
         if batch.num_rows == 0:
             continue
         ids = batch.column(p.id_column).cast(pa.string())
