@@ -30,10 +30,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check al_core flows tasks tests benchmarks
 
-# Unit and flow tests (Prefect test harness, embedded stores), then the integration tests in a
-# process of their own: they start the local stack of real servers (infra/local) themselves.
+# Unit and flow tests (Prefect test harness, embedded stores) in TEST_WORKERS processes (one test
+# file each at a time), then the integration tests in a process of their own: they start the local
+# stack of real servers (infra/local) themselves.
+TEST_WORKERS ?= 2
 test: venv lint
-	$(BIN)/python -m pytest -q tests/unit tests/flows
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit tests/flows
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: venv

@@ -35,6 +35,8 @@ def small_overrides(**extra):
         "acquisition.initial_size": 30,
         "acquisition.mc_samples": 4,
         "training.cpu_threads": 1,
+        # the small-data floor (1,500 steps) is for label efficiency; these tests check the pipeline
+        "training.min_steps": 200,
     }
     base.update(extra)
     return base
