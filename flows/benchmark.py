@@ -589,6 +589,12 @@ def render_report(cfg: BenchmarkConfig, results: list[dict[str, Any]], dest: Pat
     }
 
 
+def _has_trained_round(root: Path) -> bool:
+    from al_core.workspace import Workspace
+
+    return (root / "params.yaml").exists() and any(s.get("metrics") for s in Workspace(root).round_summaries())
+
+
 def partial_report(cfg: BenchmarkConfig, out: Path, dest: Path) -> dict[str, Any]:
     """The report over every campaign's trained rounds so far — finished, running or interrupted — into
     ``dest`` (outside ``out``). Reads ``out``'s workspaces only: no MLflow, nothing written there."""
@@ -598,8 +604,10 @@ def partial_report(cfg: BenchmarkConfig, out: Path, dest: Path) -> dict[str, Any
     for strategy in cfg.strategies:
         for seed in cfg.seeds:
             root = out / "workspaces" / job_name(strategy, seed)
-            if (root / "params.yaml").exists() and (record := campaign_record(root))["labels"]:
-                results.append({"name": job_name(strategy, seed), "strategy": strategy, "seed": seed, **record})
+            if _has_trained_round(root):  # not a workspace whose init was cut short
+                results.append(
+                    {"name": job_name(strategy, seed), "strategy": strategy, "seed": seed, **campaign_record(root)}
+                )
     if not results:
         raise ConfigError(f"{out} has no trained round yet: nothing to report (is it an alp benchmark folder?)")
     return render_report(cfg, results, dest, partial=True)

@@ -86,6 +86,9 @@ def test_report_so_far_covers_unfinished_campaigns_and_writes_nothing_there(benc
     cut = tmp_path / "cut" / "workspaces" / "entropy-s1"
     shutil.copytree(out / "workspaces" / "entropy-s1", cut, symlinks=True)
     (cut / ".alp" / "rounds" / "round-002.json").unlink()
+    half = tmp_path / "cut" / "workspaces" / "random-s0"  # an init cut short: params.yaml, nothing prepared
+    half.mkdir()
+    shutil.copy(cut / "params.yaml", half / "params.yaml")
     part = partial_report(cfg, tmp_path / "cut", tmp_path / "cut-report")
     data = json.loads(Path(part["json"]).read_text())
     assert [(r["name"], r["labels"]) for r in data["runs"]] == [("entropy-s1", [30])]
