@@ -183,11 +183,13 @@ def engine_run(ws_path: Path, engine: str) -> dict:
     import resource
 
     from al_core import pipeline
+    from al_core.training import apply_cpu_threads
     from al_core.workspace import Workspace
     from flows.prefect_api import prefect_api
     from tasks import scoring, steps
 
     ws = Workspace(ws_path)
+    apply_cpu_threads(ws.params)  # as the round does (training.cpu_threads: 1 here; dask workers: 1 each)
     data = pipeline.round_data(ws, ws.next_round())
     model = pipeline.load_model(ws)
     t0 = time.perf_counter()
