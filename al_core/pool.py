@@ -71,6 +71,11 @@ class PoolIds:
         out[hit.take(pa.array(rows)).to_numpy()] = rows
         return out
 
+    def present(self, ids: set[str] | list[str]) -> set[str]:
+        """Those of ``ids`` that are pool ids (for validating a label file against a pool of millions)."""
+        wanted = sorted({str(i) for i in ids})
+        return {sid for sid, pos in zip(wanted, self.positions(wanted), strict=True) if pos >= 0}
+
     def isin(self, ids: set[str] | list[str]) -> np.ndarray:
         """Bool mask [N]: which pool rows have one of ``ids``."""
         if not ids:

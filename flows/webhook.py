@@ -39,6 +39,7 @@ import typer
 
 from al_core.errors import ALError, LabelValidationError
 from al_core.labels import parse_label_file, validate_labels
+from al_core.pool import read_pool_ids
 from al_core.workspace import Workspace, atomic_write_text
 from tasks.queues.label_studio import LabelStudioQueue, spool_name, taken
 
@@ -112,7 +113,7 @@ class WebhookReceiver:
         self.ws = Workspace(workspace).require()
         self.secret = secret
         self.reply_within_s = reply_within_s
-        self._pool_ids: set[str] = set(self.ws.pool_ids().tolist())
+        self._pool_ids = read_pool_ids(self.ws.pool_path)  # one Arrow column, not a set of millions
         self._queued_for: tuple[int, ...] | None = None
         self._queued_ids: dict[str, int] = {}
         self._cv = threading.Condition()
@@ -191,7 +192,7 @@ class WebhookReceiver:
             problems,
             classes=self.ws.classes,
             label_format=self.ws.params.queue.label_format,
-            pool_ids=self._pool_ids,
+            pool_ids=self._pool_ids.present([rec.sample_id for rec in parsed]),
             queued=self._queued(),
             labeled=dict(zip(labeled["sample_id"], labeled["label"], strict=True)),
             labeled_at=dict(zip(labeled["sample_id"], labeled["labeled_at"], strict=True)),

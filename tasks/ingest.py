@@ -59,8 +59,6 @@ def _ingest_locked(ws: Workspace, path: Path, partial: bool, source: str) -> Ing
         result.already_ingested = True
         return result
     records, parse_problems = parse_label_file(path.name, data)
-    in_file = sorted({str(rec.sample_id) for rec in records})
-    found = read_pool_ids(ws.pool_path).positions(in_file) >= 0  # a pool of millions: no set of every id
     labeled = ws.labeled_set()
     new, problems = validate_labels(
         str(path),
@@ -68,7 +66,7 @@ def _ingest_locked(ws: Workspace, path: Path, partial: bool, source: str) -> Ing
         parse_problems,
         classes=ws.classes,
         label_format=ws.params.queue.label_format,
-        pool_ids={sid for sid, hit in zip(in_file, found, strict=True) if hit},
+        pool_ids=read_pool_ids(ws.pool_path).present([rec.sample_id for rec in records]),
         queued=ws.queued(),
         labeled=dict(zip(labeled["sample_id"], labeled["label"], strict=True)),
         partial=partial,
