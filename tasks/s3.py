@@ -116,6 +116,22 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+def no_credentials(action: str, url: str) -> S3Error:
+    """The error for a call made without AWS credentials, naming where they come from."""
+    return S3Error(
+        f"{action} {url}: no AWS credentials. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); "
+        'for the local stack: eval "$(alp stack env)"'
+    )
+
+
+def unavailable(action: str, url: str, exc: BaseException) -> S3UnavailableError:
+    """The (transient) error for an S3 endpoint that is down or failing."""
+    return S3UnavailableError(
+        f"{action} {url}: the S3 endpoint ({endpoint()}) is unreachable or failing ({exc}). Check that it "
+        "runs (`alp stack status` for the local stack) and that AWS_ENDPOINT_URL points at it, then retry."
+    )
+
+
 @contextmanager
 def _errors(action: str, url: str) -> Iterator[None]:
     """Turn botocore's exceptions into :class:`S3Error` / :class:`S3UnavailableError` naming the fix."""
@@ -124,16 +140,10 @@ def _errors(action: str, url: str) -> Iterator[None]:
     try:
         yield
     except NoCredentialsError:
-        raise S3Error(
-            f"{action} {url}: no AWS credentials. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); "
-            'for the local stack: eval "$(alp stack env)"'
-        ) from None
+        raise no_credentials(action, url) from None
     except (ClientError, BotoCoreError) as exc:
         if is_transient(exc):
-            raise S3UnavailableError(
-                f"{action} {url}: the S3 endpoint ({endpoint()}) is unreachable or failing ({exc}). Check that it "
-                "runs (`alp stack status` for the local stack) and that AWS_ENDPOINT_URL points at it, then retry."
-            ) from exc
+            raise unavailable(action, url, exc) from exc
         code = str(exc.response.get("Error", {}).get("Code")) if isinstance(exc, ClientError) else ""
         hint = {
             "NoSuchBucket": "the bucket does not exist: create it or fix the s3:// URL in params.yaml",

@@ -72,16 +72,9 @@ class S3Queue(FileQueue):
             if not isinstance(exc, OSError | BotoCoreError | ClientError):
                 raise
             if isinstance(exc, NoCredentialsError) or isinstance(exc.__cause__, NoCredentialsError):
-                raise s3.S3Error(
-                    f"{action} {url}: no AWS credentials. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
-                    'AWS_PROFILE); for the local stack: eval "$(alp stack env)"'
-                ) from None
+                raise s3.no_credentials(action, url) from None
             if cls.transient(exc):
-                raise s3.S3UnavailableError(
-                    f"{action} {url}: the S3 endpoint ({s3.endpoint()}) is unreachable or failing ({exc}). Check "
-                    "that it runs (`alp stack status` for the local stack) and that AWS_ENDPOINT_URL points at it, "
-                    "then retry."
-                ) from exc
+                raise s3.unavailable(action, url, exc) from exc
             hint = (
                 "access denied: check the AWS credentials and the bucket policy"
                 if isinstance(exc, PermissionError)
