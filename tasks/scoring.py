@@ -80,8 +80,6 @@ def score_shard_task(
     if net is None:
         import torch
 
-        from al_core.models import NeuralClassifier
-
         torch.set_num_threads(threads)
         _MODELS.clear()  # one round's model per worker
         net = _MODELS[model_key] = NeuralClassifier.from_bytes(model, device="auto")
