@@ -150,6 +150,15 @@ class LabelStudioQueueParams(Section):
     project: int | str | None = None
     #: where Label Studio reaches `alp webhook` (alp registers it; null: annotations come by polling only)
     webhook_url: str | None = None
+    #: how an image pool's files reach the annotator's browser (tasks/media.py): inline (a PNG of the
+    #: decoded sample in the task), served (`alp webhook` serves the original file at a signed URL),
+    #: presigned (an S3 presigned URL of an s3:// uri); auto: served when `media_url` or `webhook_url`
+    #: gives alp's address, else presigned for s3:// uris, else inline (always inline without uris)
+    media: Literal["auto", "inline", "served", "presigned"] = "auto"
+    #: where the annotators' browsers reach `alp webhook` for served files (null: webhook_url's origin)
+    media_url: str | None = None
+    #: lifetime of a presigned URL, seconds (SigV4 allows at most 7 days)
+    presign_expiry_s: int = Field(default=604_800, ge=60, le=604_800)
 
 
 class QueueParams(Section):

@@ -19,7 +19,9 @@ safe in the inbox; a refusal found then is logged and the file moved to ``queue/
 Answers: 401 without the right secret (in constant time; nothing is read), 400 for bad framing or a
 body that is not a Label Studio webhook, 411 without a Content-Length, 413 for a body over
 :data:`MAX_BODY`, 422 when the labels are refused (the message says why), 404 for any other path.
-Binds 127.0.0.1 unless told otherwise; one log line per request.
+``GET /media/<sample_id>?sig=…`` serves a queued sample's own file to the annotator's browser
+(``queue.label_studio.media: served``, tasks/media.py): 403 without alp's signature, 404 for a
+sample of no exported batch. Binds 127.0.0.1 unless told otherwise; one log line per request.
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import typer
 
 from al_core.errors import ALError, LabelValidationError
 from al_core.labels import parse_label_file, validate_labels
 from al_core.pool import read_pool_ids
+from al_core.uris import read_bytes
 from al_core.workspace import Workspace, atomic_write_text
+from tasks import media
+from tasks.media import MEDIA_PATH
 from tasks.queues.label_studio import LabelStudioQueue, spool_name, taken
 
 log = logging.getLogger(__name__)
@@ -114,6 +120,7 @@ class WebhookReceiver:
         self.secret = secret
         self.reply_within_s = reply_within_s
         self._pool_ids = read_pool_ids(self.ws.pool_path)  # one Arrow column, not a set of millions
+        self._media_index = media.MediaIndex(self.ws)
         self._queued_for: tuple[int, ...] | None = None
         self._queued_ids: dict[str, int] = {}
         self._cv = threading.Condition()
@@ -165,6 +172,23 @@ class WebhookReceiver:
             return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": "; ".join(refused)}
         added = sum(o.get("added", 0) for o in outcomes)
         return HTTPStatus.OK, {"action": action, "added": added, "file": ", ".join(names)}
+
+    def media(self, sample_id: str, sig: str) -> tuple[int, dict[str, Any] | tuple[bytes, str]]:
+        """A queued sample's own file for Label Studio's ``<Image>`` (tasks/media.py, ``media: served``):
+        403 without the signature alp put in the task's URL, 404 for a sample of no exported batch,
+        502 when its file cannot be read; else (bytes, content type)."""
+        if not sig or not media.signed(self.secret, sample_id, sig):
+            return HTTPStatus.FORBIDDEN, {"error": "missing or wrong signature: use the URL of the Label Studio task"}
+        uri = self._media_index.uri(sample_id)
+        if uri is None:
+            return HTTPStatus.NOT_FOUND, {"error": f"no queued sample {sample_id!r} with a file in this workspace"}
+        try:
+            import tasks.s3  # noqa: F401 — registers the s3:// reader
+
+            return HTTPStatus.OK, media.web_image(read_bytes(uri), uri)
+        except (OSError, ValueError, ALError) as exc:
+            log.error("media %s: cannot read %s: %s", sample_id, uri, exc)
+            return HTTPStatus.BAD_GATEWAY, {"error": f"the file of {sample_id} cannot be read: {exc}"}
 
     def _foreign_project(self, payload: dict[str, Any]) -> str | None:
         """With the label-studio backend: why a call from another project than the campaign's is ignored
@@ -302,10 +326,29 @@ def make_server(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 
             self._reply(status, obj, detail=_request_detail(body, obj))
 
         def do_GET(self) -> None:
-            if self.path.split("?")[0] != "/":
+            url = urlsplit(self.path)
+            if url.path.startswith(MEDIA_PATH):
+                self._media(unquote(url.path[len(MEDIA_PATH) :]), parse_qs(url.query).get("sig", [""])[0])
+                return
+            if url.path != "/":
                 self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
                 return
             self._reply(HTTPStatus.OK, {"alp": "webhook", "workspace": receiver.ws.name})
+
+        def _media(self, sample_id: str, sig: str) -> None:
+            status, obj = receiver.media(sample_id, sig)
+            if isinstance(obj, dict):
+                self._reply(status, obj, detail=f"media {sample_id[:80]}: {obj.get('error')}")
+                return
+            data, kind = obj
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "private, max-age=3600")
+            self.send_header("Access-Control-Allow-Origin", "*")  # Label Studio may load it with crossOrigin
+            self.end_headers()
+            self.wfile.write(data)
+            log.info("GET %s%s 200 %s %d bytes", MEDIA_PATH, sample_id[:80], kind, len(data))
 
         def log_message(self, format: str, *args: Any) -> None:  # _reply logs each request once
             pass

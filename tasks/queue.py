@@ -7,10 +7,12 @@ already with the same content is left as it is (re-running a round never duplica
 What the annotator sees depends on the samples' shape (:func:`presentation`): images ([C, H, W]:
 digits, mnist, image pools) as an ``<Image>`` — a PNG per sample in ``queue/round-NNN/images/``,
 and the same PNG inline in the task (a ``data:`` URI, so Label Studio shows it with no storage
-set up); series ([L] of mnist1d, [C, L] sensor windows) as a ``<TimeSeries>`` with one channel per
-signal; flat feature rows (tables) as a ``<Table>`` of name: value. Each task carries the model's
-top class as a prediction (``score`` = its probability) and the acquisition score, its name and the
-rank as data columns, so Label Studio's data manager shows and sorts by them.
+set up), or for an image pool its own file by URL (served by ``alp webhook`` or presigned on S3:
+tasks/media.py, ``queue.label_studio.media``); series ([L] of mnist1d, [C, L] sensor windows) as a
+``<TimeSeries>`` with one channel per signal; flat feature rows (tables) as a ``<Table>`` of
+name: value. Each task carries the model's top class as a prediction (``score`` = its probability)
+and the acquisition score, its name and the rank as data columns, so Label Studio's data manager
+shows and sorts by them.
 
 Where the batch goes and returned labels come from is the queue backend's business (``queue.backend``,
 tasks/queues/: folder, s3, label-studio): the export writes the backend's copy first, then the
@@ -35,6 +37,7 @@ from al_core.data import read_uris
 from al_core.errors import ALError, WorkspaceError
 from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_text, round_name
 from tasks import queues
+from tasks.media import image_sources
 from tasks.queues import ExportedBatch
 from tasks.queues._base import check_same_batch
 
@@ -179,10 +182,12 @@ def label_studio_tasks(
     pres: Presentation | None = None,
     rows: np.ndarray | None = None,
     image_files: list[str] | None = None,
+    image_urls: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The same batch as Label Studio tasks, rank order (the import order, which Label Studio's default
     sequential sampling follows): ``data`` (the sample as ``pres`` shows it, ``sample_id``, round, rank,
-    acquisition name and score) and ``predictions`` (the model's top class; ``score`` its probability)."""
+    acquisition name and score) and ``predictions`` (the model's top class; ``score`` its probability).
+    ``image_urls``: where each image sample's own file is (tasks/media.py) instead of an inline PNG."""
     tasks = []
     for i, rec in enumerate(records):
         data: dict[str, Any] = {
@@ -196,7 +201,9 @@ def label_studio_tasks(
             # the most probable class (batch.jsonl's predictions are written with sorted keys)
             best, p = max(rec["predictions"].items(), key=lambda kv: kv[1])
             data["model_guess"], data["model_probability"] = best, p
-        if pres is not None and rows is not None:
+        if image_urls is not None:
+            data["image"] = image_urls[i]
+        elif pres is not None and rows is not None:
             data.update(sample_data(pres, rows[i]))
         if image_files is not None:
             data["image_file"] = image_files[i]
@@ -265,10 +272,12 @@ def export_batch(ws: Workspace, r: int, records: list[dict[str, Any]], classes: 
     batch_path, ls_path = folder / "batch.jsonl", folder / "label-studio.json"
     pres = workspace_presentation(ws)
     rows = _sample_rows(ws, records)
-    image_files = None
+    image_files = image_urls = None
     if pres.kind == "image":
         image_files = [f"{round_name(r)}/images/{rec['sample_id']}.png" for rec in records]
-    tasks = label_studio_tasks(records, pres, rows, image_files)
+        uris = [rec["uri"] for rec in records] if records and all(rec.get("uri") for rec in records) else None
+        image_urls = image_sources(ws, [rec["sample_id"] for rec in records], uris).urls
+    tasks = label_studio_tasks(records, pres, rows, image_files, image_urls)
     config_text = label_config(classes, pres)
     ls_text = json.dumps(tasks, indent=1) + "\n"
     batch = ExportedBatch(

@@ -165,6 +165,16 @@ def get_bytes(url: str) -> bytes | None:
             return None
 
 
+def presigned_url(url: str, expires_s: int) -> str:
+    """An HTTPS GET URL of the object that works without credentials for ``expires_s`` seconds (signed
+    locally with the AWS chain's keys: no request is made, so a missing object is not noticed here)."""
+    bucket, key = split_url(url)
+    with _errors("presigning", url):
+        return client().generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(expires_s)
+        )
+
+
 def read_object(url: str) -> bytes:
     """An object's bytes (``s3://`` sample uris of image pools); a missing object is FileNotFoundError."""
     data = get_bytes(url)

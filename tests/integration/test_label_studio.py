@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -254,15 +255,17 @@ def choice(label):
 
 class FaultyProxy:
     """A real HTTP proxy in front of Label Studio that fails on purpose: ``fail_gets`` GETs answered 503
-    (Label Studio down behind its web server), and the answer to the first task import dropped after
-    Label Studio did it (the connection reset mid-answer: the client cannot know the import happened)."""
+    (Label Studio down behind its web server), and the answer to the first task import (``drop_import``)
+    or project creation (``drop_create``) dropped after Label Studio did it (the connection reset
+    mid-answer: the client cannot know the import happened)."""
 
-    def __init__(self, target: str, fail_gets: int = 1, drop_import: bool = True):
+    def __init__(self, target: str, fail_gets: int = 1, drop_import: bool = True, drop_create: bool = False):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         import httpx
 
         self.target, self.fail_gets, self.drop_import = target, fail_gets, drop_import
+        self.drop_create = drop_create
         self.seen: list[str] = []
         proxy = self
 
@@ -282,6 +285,10 @@ class FaultyProxy:
                     proxy.drop_import = False
                     self.close_connection = True  # Label Studio imported; its answer never arrives
                     return
+                if self.command == "POST" and self.path.split("?")[0] == "/api/projects" and proxy.drop_create:
+                    proxy.drop_create = False
+                    self.close_connection = True  # the project exists; alp never hears its id
+                    return
                 self.send_response(resp.status_code)
                 self.send_header("Content-Type", resp.headers.get("content-type", "application/json"))
                 self.send_header("Content-Length", str(len(resp.content)))
@@ -295,7 +302,6 @@ class FaultyProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        import threading
 
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -334,6 +340,32 @@ def test_label_studio_down_during_export_is_retried_and_the_batch_imported_once(
         project["title"] == "alp ls-down"
         and project["label_config"].strip() == (ws.queue_dir / "label-config.xml").read_text().strip()
     )
+
+
+def test_a_lost_answer_to_create_project_does_not_make_a_second_project(label_studio, stack_env, tmp_path, monkeypatch):
+    """alp creates the project, Label Studio makes it, the answer is lost: the retried export finds
+    that project (by the marker alp saved before asking) and imports the batch into it."""
+    from tests.integration.test_s3_outage import task_runs
+
+    monkeypatch.setenv("ALP_LABEL_STUDIO_TOKEN", TOKEN)
+    proxy = FaultyProxy(label_studio.url, fail_gets=0, drop_import=False, drop_create=True)
+    try:
+        root = tmp_path / "ls-lost-create"
+        init_workspace(root, ls_backend(proxy.url, **{"acquisition.initial_size": 10}))
+        round_flow(str(root))
+    finally:
+        proxy.close()
+    ws = Workspace(root)
+    pid = json.loads((ws.alp_dir / "label-studio.json").read_text())["project"]
+    listed = label_studio.call("GET", "/api/projects?page_size=1000")
+    projects = listed["results"] if isinstance(listed, dict) else listed
+    same = [p for p in projects if p["title"] == "alp ls-lost-create"]
+    assert [p["id"] for p in same] == [pid]  # one project, the one alp made first
+    assert len(project_tasks(label_studio, pid)) == 10
+    assert proxy.seen.count("POST /api/projects") == 1
+    (run,) = flow_runs(root, "alp-round")
+    (export,) = task_runs(run.id, "export-batch")
+    assert export.state.is_completed() and export.run_count == 2  # the lost answer, then done
 
 
 def start(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -520,6 +552,34 @@ return {
 };"""
 
 
+def login(driver, ls):
+    """Log the browser in to Label Studio as the admin (once per browser); a 90 s waiter."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 90)
+    driver.get(ls.url + "/user/login/")
+    time.sleep(1)
+    if "/user/login" in driver.current_url:  # else logged in already
+        wait.until(lambda d: d.find_elements(By.NAME, "email"))[0].send_keys("admin@example.com")
+        driver.find_element(By.NAME, "password").send_keys("alp-test-pw")
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+        wait.until(lambda d: "/user/login" not in d.current_url)
+    return wait
+
+
+def screenshot(driver, tmp_path: Path, name: str) -> Path:
+    """A screenshot, quantised to stay small: docs/ with ALP_SCREENSHOTS=docs, else ``tmp_path``."""
+    from PIL import Image
+
+    png = (REPO / os.environ[SCREENSHOTS_ENV] if os.environ.get(SCREENSHOTS_ENV) else tmp_path) / name
+    png.parent.mkdir(exist_ok=True)
+    driver.save_screenshot(str(png))
+    Image.open(png).convert("RGB").quantize(colors=64).save(png, optimize=True)  # small in the repo
+    assert 10_000 < png.stat().st_size < 200_000
+    return png
+
+
 def editor(driver) -> dict:
     """What Label Studio's editor shows now, read in one script (its React tree re-renders while loading)."""
     return driver.execute_script(EDITOR_JS)
@@ -530,18 +590,11 @@ def test_an_annotator_sees_each_modality_and_the_models_guess_in_a_real_browser(
     the time-series plot, the table, and the model's guess pre-selected with its probability.
     The screenshots go to docs/ with ALP_SCREENSHOTS=docs (the README shows them), else to a temporary
     folder, so a test run leaves the checkout as it was."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from tasks.queue import label_config, label_studio_tasks
 
     ls, driver = label_studio, browser
-    wait = WebDriverWait(driver, 90)
-    driver.get(ls.url + "/user/login/")
-    wait.until(lambda d: d.find_elements(By.NAME, "email"))[0].send_keys("admin@example.com")
-    driver.find_element(By.NAME, "password").send_keys("alp-test-pw")
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
-    wait.until(lambda d: "/user/login" not in d.current_url)
+    wait = login(driver, ls)
     for name, height in (("digits", 760), ("mnist1d", 760), ("table", 1180)):
         pres, classes, recs, rows = modality_batch(name)
         project = ls.call(
@@ -561,15 +614,7 @@ def test_an_annotator_sees_each_modality_and_the_models_guess_in_a_real_browser(
         kind = pres.kind
         wait.until(lambda d, kind=kind: (st := editor(d))["checked"] and st[SHOWN[kind]])
         time.sleep(2)  # fonts and the plot's last frame
-        png = (
-            REPO / os.environ[SCREENSHOTS_ENV] if os.environ.get(SCREENSHOTS_ENV) else tmp_path
-        ) / f"label-studio-{kind}.png"
-        png.parent.mkdir(exist_ok=True)
-        driver.save_screenshot(str(png))
-        from PIL import Image
-
-        Image.open(png).convert("RGB").quantize(colors=64).save(png, optimize=True)  # small in the repo
-        assert 10_000 < png.stat().st_size < 200_000
+        screenshot(driver, tmp_path, f"label-studio-{kind}.png")
         st = editor(driver)
         guess, p = first["data"]["model_guess"], first["data"]["model_probability"]
         assert [c.split("[")[0].strip() for c in st["checked"]] == [guess]  # the pre-annotation, selected
@@ -583,3 +628,57 @@ def test_an_annotator_sees_each_modality_and_the_models_guess_in_a_real_browser(
         else:
             cells = st["cells"]
             assert "alcohol" in cells and str(first["data"]["table"]["alcohol"]) in cells
+
+
+POOL_JS = """
+return Array.from(document.querySelectorAll('img')).filter(e => e.src.startsWith(arguments[0]))
+  .map(e => [e.src, e.naturalWidth, e.naturalHeight]);"""
+
+
+def test_an_annotator_sees_an_image_pools_own_file_served_by_alp_webhook(
+    label_studio, browser, stack_env, tmp_path, monkeypatch
+):
+    """An image pool of 96×96 PNG files (the model sees them at 8×8) with the label-studio backend and
+    ``media: served``: alp creates the project, its tasks point at `alp webhook`'s signed URLs, and the
+    browser shows each original file at its own resolution, loaded from alp, not the model's input."""
+    from benchmarks.image_data import digits_pngs
+    from flows.webhook import WebhookReceiver, make_server
+
+    ls, driver = label_studio, browser
+    monkeypatch.setenv("ALP_LABEL_STUDIO_TOKEN", TOKEN)
+    monkeypatch.setenv("ALP_WEBHOOK_SECRET", SECRET)
+    digits_pngs(tmp_path / "scans", 300, size=96)
+    port = free_port()
+    root = tmp_path / "ls-image-pool"
+    overrides = {"dataset.name": "images", "dataset.path": str(tmp_path / "scans"), "dataset.image_size": [8, 8]}
+    overrides.update({"acquisition.initial_size": 10, "queue.label_studio.media_url": f"http://127.0.0.1:{port}"})
+    init_workspace(root, ls_backend(ls.url, **overrides))
+    round_flow(str(root))
+    ws = Workspace(root)
+    pid = json.loads((ws.alp_dir / "label-studio.json").read_text())["project"]
+    tasks = project_tasks(ls, pid)
+    files = {rec["sample_id"]: Path(rec["uri"]) for rec in ws.batch(0)}
+    base = f"http://127.0.0.1:{port}/media/"
+    assert len(tasks) == 10 and all(t["data"]["image"].startswith(base) for t in tasks)
+    receiver = WebhookReceiver(root, SECRET)
+    server = make_server(receiver, port=port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wait = login(driver, ls)
+        first = tasks[0]
+        driver.set_window_size(1280, 900)  # the choices below the 360-pixel picture stay in view
+        driver.get(f"{ls.url}/projects/{pid}/data?task={first['id']}")
+        want = [first["data"]["image"], 96, 96]  # the editor's picture (the data manager shows thumbnails too)
+        wait.until(lambda d: want in d.execute_script(POOL_JS, base))
+        time.sleep(2)
+        screenshot(driver, tmp_path, "label-studio-image-pool.png")
+        shown = driver.execute_script(POOL_JS, base)
+    finally:
+        server.shutdown()
+        server.server_close()
+        receiver.close()
+    assert want in shown  # the original file, at its own size, from alp
+    assert len({src for src, w, h in shown if w > 0}) >= 2  # the data manager's thumbnails load from alp too
+    from PIL import Image
+
+    assert Image.open(files[first["data"]["sample_id"]]).size == (96, 96)

@@ -2,7 +2,6 @@
 and the decode cache of uri tables."""
 
 import os
-import socket
 
 import numpy as np
 import pandas as pd
@@ -114,27 +113,6 @@ def test_uri_tables_decode_lazily_once_and_refuse_changed_files(tmp_path):
     os.replace(next((tmp_path / "other").rglob("*.png")), changed)
     with pytest.raises(DatasetError, match="changed since alp init"):
         read_features(ws / "pool.parquet")
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    """moto's S3 in server mode on 127.0.0.1 (a real HTTP endpoint for boto3)."""
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    for key, value in {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    yield
-    server.stop()
 
 
 def test_manifest_with_s3_uris(folder, tmp_path, s3_server):
