@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -131,19 +132,40 @@ class LabelStudioQueue(QueueBackend):
                 )
             pid = int(min(found, key=lambda p: p["id"])["id"])
         else:  # a project of this workspace's own (never another one that happens to share the title)
-            title = f"alp {self.ws.name}"
-            if label_config is None:
-                raise ConfigError(f"no Label Studio project for {self.ws.root} yet: run a round first")
-            body = {
-                "title": title,
-                "label_config": label_config,
-                "description": f"alp active-learning campaign {self.ws.name}: batches in alp's order",
-                "show_collab_predictions": True,  # the model's guess pre-fills the annotation
-                "maximum_annotations": 1,
-            }
-            pid = int(client.call("POST", "/api/projects", body)["id"])
-            log.info("created Label Studio project %d (%s) at %s", pid, title, client.url)
+            pid = self._create_project(client, label_config)
         self._save(url=client.url, project=pid)
+        return pid
+
+    def _create_project(self, client: ls.Client, label_config: str | None) -> int:
+        """Create this workspace's project, once: its description carries a marker saved before the
+        request, so when the answer is lost (a timeout, Label Studio restarting) the retry finds the
+        project it made instead of making a second one."""
+        title = f"alp {self.ws.name}"
+        if label_config is None:
+            raise ConfigError(f"no Label Studio project for {self.ws.root} yet: run a round first")
+        marker = self.state().get("creating")
+        if marker and self.state().get("url") == client.url:
+            made = [
+                p
+                for p in client.pages("/api/projects", "results", {"title": title})
+                if marker in (p.get("description") or "")
+            ]
+            if made:
+                pid = int(min(made, key=lambda p: p["id"])["id"])
+                log.info("found Label Studio project %d (%s), created before its answer was lost", pid, title)
+                return pid
+        else:
+            marker = f"alp-workspace {uuid.uuid4().hex}"
+            self._save(url=client.url, creating=marker)
+        body = {
+            "title": title,
+            "label_config": label_config,
+            "description": f"alp active-learning campaign {self.ws.name}: batches in alp's order ({marker})",
+            "show_collab_predictions": True,  # the model's guess pre-fills the annotation
+            "maximum_annotations": 1,
+        }
+        pid = int(client.call("POST", "/api/projects", body)["id"])
+        log.info("created Label Studio project %d (%s) at %s", pid, title, client.url)
         return pid
 
     def _sync_config(self, client: ls.Client, pid: int, batch: ExportedBatch) -> None:
