@@ -382,7 +382,8 @@ def webhook_command(
         str, typer.Option(help="Environment variable holding the shared secret Label Studio sends.")
     ] = "ALP_WEBHOOK_SECRET",
 ) -> None:
-    """Receive Label Studio webhooks (ANNOTATION_CREATED/UPDATED) and ingest their labels."""
+    """Receive Label Studio webhooks (ANNOTATION_CREATED/UPDATED) and ingest their labels; serve an
+    image pool's queued files to the annotators' browsers (queue.label_studio.media: served)."""
     from flows.cli import console
     from flows.options import quiet_services
     from flows.prefect_api import prefect_api
