@@ -447,13 +447,15 @@ class Workspace:
         path = self.batch_path(r)
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def batch_lines(self, rounds: list[int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(round, batch line) of every exported batch (or of ``rounds``), in round and rank order."""
+        for r in self.exported_rounds() if rounds is None else rounds:
+            for row in self.batch(r):
+                yield r, row
+
     def queued(self) -> dict[str, int]:
         """sample_id → the round whose batch queued it."""
-        out: dict[str, int] = {}
-        for r in self.exported_rounds():
-            for row in self.batch(r):
-                out[row["sample_id"]] = r
-        return out
+        return {row["sample_id"]: r for r, row in self.batch_lines()}
 
     def next_round(self) -> int:
         rounds = self.exported_rounds()

@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import typer
 
+import tasks.s3  # noqa: F401  (the reader of s3:// sample uris, for served media)
 from al_core.errors import ALError, LabelValidationError
 from al_core.labels import parse_label_file, validate_labels
 from al_core.pool import read_pool_ids
@@ -110,6 +111,29 @@ def export_records(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+class ExportedBatches:
+    """What the exported batches hold, for the webhook's checks and its media route: sample_id → the
+    round that queued it, and sample_id → its uri (uri pools). Read again only when a batch appears (an
+    exported batch never changes), not on every request; the webhook reads the queue, never writes it."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self._rounds: tuple[int, ...] | None = None
+        self.queued: dict[str, int] = {}
+        self.uris: dict[str, str] = {}
+
+    def refresh(self) -> ExportedBatches:
+        rounds = self.ws.exported_rounds()
+        if tuple(rounds) != self._rounds:
+            queued, uris = {}, {}
+            for r, row in self.ws.batch_lines(rounds):
+                queued[row["sample_id"]] = r
+                if row.get("uri"):
+                    uris[row["sample_id"]] = row["uri"]
+            self.queued, self.uris, self._rounds = queued, uris, tuple(rounds)
+        return self
+
+
 class WebhookReceiver:
     """Turns authorised Label Studio webhook calls into inbox files, ingested by a worker thread."""
 
@@ -120,9 +144,7 @@ class WebhookReceiver:
         self.secret = secret
         self.reply_within_s = reply_within_s
         self._pool_ids = read_pool_ids(self.ws.pool_path)  # one Arrow column, not a set of millions
-        self._media_index = media.MediaIndex(self.ws)
-        self._queued_for: tuple[int, ...] | None = None
-        self._queued_ids: dict[str, int] = {}
+        self._batches = ExportedBatches(self.ws)
         self._cv = threading.Condition()
         self._outcome: dict[str, dict[str, Any]] = {}  # inbox file name → what its ingest did
         self._pending = False
@@ -179,12 +201,10 @@ class WebhookReceiver:
         502 when its file cannot be read; else (bytes, content type)."""
         if not sig or not media.signed(self.secret, sample_id, sig):
             return HTTPStatus.FORBIDDEN, {"error": "missing or wrong signature: use the URL of the Label Studio task"}
-        uri = self._media_index.uri(sample_id)
+        uri = self._batches.refresh().uris.get(sample_id)
         if uri is None:
             return HTTPStatus.NOT_FOUND, {"error": f"no queued sample {sample_id!r} with a file in this workspace"}
         try:
-            import tasks.s3  # noqa: F401 — registers the s3:// reader
-
             return HTTPStatus.OK, media.web_image(read_bytes(uri), uri)
         except (OSError, ValueError, ALError) as exc:
             log.error("media %s: cannot read %s: %s", sample_id, uri, exc)
@@ -217,18 +237,10 @@ class WebhookReceiver:
             classes=self.ws.classes,
             label_format=self.ws.params.queue.label_format,
             pool_ids=self._pool_ids.present([rec.sample_id for rec in parsed]),
-            queued=self._queued(),
+            queued=self._batches.refresh().queued,
             labeled=dict(zip(labeled["sample_id"], labeled["label"], strict=True)),
             labeled_at=dict(zip(labeled["sample_id"], labeled["labeled_at"], strict=True)),
         )
-
-    def _queued(self) -> dict[str, int]:
-        """sample_id → round of every exported batch, read again only when a new batch appears
-        (an exported batch never changes), not on every request."""
-        rounds = tuple(self.ws.exported_rounds())
-        if rounds != self._queued_for:
-            self._queued_ids, self._queued_for = self.ws.queued(), rounds
-        return self._queued_ids
 
     # -------------------------------------------------------------------- worker
     def _wait_for(self, names: list[str]) -> list[dict[str, Any]] | None:

@@ -116,23 +116,14 @@ def image_sources(ws: Workspace, sample_ids: list[str], uris: list[str] | None) 
     return ImageSources(mode, [s3.presigned_url(u, p.presign_expiry_s) for u in uris])
 
 
-class MediaIndex:
-    """sample_id → uri of every sample in an exported batch, read again only when a batch appears
-    (what ``alp webhook`` may serve; it reads the queue, never writes it)."""
-
-    def __init__(self, ws: Workspace):
-        self.ws = ws
-        self._rounds: tuple[int, ...] | None = None
-        self._uris: dict[str, str] = {}
-
-    def uri(self, sample_id: str) -> str | None:
-        rounds = tuple(self.ws.exported_rounds())
-        if rounds != self._rounds:
-            uris: dict[str, str] = {}
-            for r in rounds:
-                uris.update({rec["sample_id"]: rec["uri"] for rec in self.ws.batch(r) if rec.get("uri")})
-            self._uris, self._rounds = uris, rounds
-        return self._uris.get(sample_id)
+def to_pixels(values: np.ndarray, stretch: bool = True) -> np.ndarray:
+    """8-bit pixels of an image's values: stretched over their own range (a flat image is black);
+    with ``stretch=False`` values already in [0, 1] are kept as they are (only others are stretched)."""
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    if stretch or lo < 0.0 or hi > 1.0:
+        values = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
 
 
 def web_image(data: bytes, uri: str) -> tuple[bytes, str]:
@@ -150,10 +141,7 @@ def web_image(data: bytes, uri: str) -> tuple[bytes, str]:
     except Exception as exc:  # Pillow raises many kinds for a file it cannot decode
         raise ValueError(f"{uri}: not an image a browser or Pillow can show ({type(exc).__name__}: {exc})") from exc
     if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+        img = Image.fromarray(to_pixels(np.asarray(img, dtype=np.float64)))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue(), "image/png"

@@ -37,7 +37,7 @@ from al_core.data import read_uris
 from al_core.errors import ALError, WorkspaceError
 from al_core.workspace import Workspace, atomic_write_bytes, atomic_write_text, round_name
 from tasks import queues
-from tasks.media import image_sources
+from tasks.media import image_sources, to_pixels
 from tasks.queues import ExportedBatch
 from tasks.queues._base import check_same_batch
 
@@ -152,11 +152,7 @@ def sample_png(row: np.ndarray, shape: tuple[int, ...], min_side: int = 112) -> 
     from PIL import Image
 
     c, h, w = shape
-    img = np.asarray(row, dtype=np.float64).reshape(c, h, w)
-    lo, hi = float(img.min()), float(img.max())
-    if lo < 0.0 or hi > 1.0:
-        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    pixels = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    pixels = to_pixels(np.asarray(row).reshape(c, h, w), stretch=False)
     pil = Image.fromarray(pixels[0] if c == 1 else np.moveaxis(pixels, 0, -1), mode="L" if c == 1 else "RGB")
     factor = max(1, -(-min_side // max(1, min(h, w))))
     if factor > 1:

@@ -143,8 +143,9 @@ class LabelStudioQueue(QueueBackend):
         title = f"alp {self.ws.name}"
         if label_config is None:
             raise ConfigError(f"no Label Studio project for {self.ws.root} yet: run a round first")
-        marker = self.state().get("creating")
-        if marker and self.state().get("url") == client.url:
+        state = self.state()
+        marker = state.get("creating")
+        if marker and state.get("url") == client.url:
             made = [
                 p
                 for p in client.pages("/api/projects", "results", {"title": title})
